@@ -1,0 +1,140 @@
+"""Typed configuration: a plan is data + model + train + infer, saved as YAML/JSON with every run.
+
+A run directory written by ``unetkit train`` has this layout (the contract inference relies on)::
+
+    RUN/plan.yaml                      the full Plan (what was trained, how to preprocess, how to infer)
+    RUN/best/config.json + model.safetensors     best validation checkpoint (``unetkit.load_model``)
+    RUN/last/config.json + model.safetensors     last checkpoint
+    RUN/state.json + RUN/state.safetensors       optimiser/scheduler/step/RNG state for --resume
+    RUN/metrics.csv, RUN/curve.png, RUN/overlays/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from unetkit.data.options import DataConfig
+
+PLAN_FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build and with which keyword arguments (``create_model(name, **kwargs)``)."""
+
+    name: str = "unet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    patch_size: list[int] = field(default_factory=lambda: [256, 256])
+    batch_size: int = 4
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 50
+    steps: int = 2000
+    time_budget_s: float | None = None
+    loss: str = "dice_ce"
+    augmentation: str = "default"
+    foreground_fraction: float = 0.33
+    grad_clip: float = 12.0
+    ema: float | None = None
+    precision: str = "auto"
+    val_every: int = 200
+    val_fraction: float = 0.2
+    early_stop_patience: int | None = None
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class InferConfig:
+    tile_size: list[int] = field(default_factory=lambda: [256, 256])
+    overlap: float = 0.5
+    blend: str = "gaussian"
+    tta: str = "none"
+    batch_size: int = 4
+    threshold: float = 0.5
+    min_size: int = 0
+
+
+@dataclass
+class Plan:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    format_version: int = PLAN_FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Plan:
+        version = raw.get("format_version", PLAN_FORMAT_VERSION)
+        if version > PLAN_FORMAT_VERSION:
+            raise ValueError(f"plan format {version} is newer than this unetkit understands ({PLAN_FORMAT_VERSION})")
+        return cls(
+            data=_build(DataConfig, raw.get("data", {})),
+            model=_build(ModelConfig, raw.get("model", {})),
+            train=_build(TrainConfig, raw.get("train", {})),
+            infer=_build(InferConfig, raw.get("infer", {})),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write YAML (or JSON for a ``.json`` suffix) atomically."""
+        path = Path(path)
+        text = (
+            json.dumps(self.to_dict(), indent=2)
+            if path.suffix == ".json"
+            else yaml.safe_dump(self.to_dict(), sort_keys=False)
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        text = Path(path).read_text()
+        raw = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: not a plan (expected a mapping)")
+        return cls.from_dict(raw)
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], raw: dict[str, Any]) -> T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    return cls(**raw)
+
+
+def apply_overrides(plan: Plan, overrides: list[str]) -> Plan:
+    """Apply ``section.field=value`` overrides (value parsed as YAML), e.g. ``train.lr=3e-4``."""
+    raw = plan.to_dict()
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} must look like section.field=value (e.g. train.lr=3e-4)")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        if section not in raw or not isinstance(raw[section], dict):
+            raise ValueError(f"unknown plan section {section!r}; valid: data, model, train, infer")
+        target = raw[section]
+        *parents, leaf = name.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = yaml.safe_load(value)
+    return Plan.from_dict(raw)

@@ -1,0 +1,46 @@
+"""Typed options that say how a dataset on disk becomes (image, class-index mask) pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """How to read one dataset. Every field has a safe default; ``unetkit plan`` fills the rest.
+
+    Attributes:
+        root: dataset folder (or CSV/JSON list) as given by the user.
+        image_dir / mask_dir: explicit sub-folders; empty means auto-detect (``images/`` + ``masks/``,
+            ``imagesTr/`` + ``labelsTr/`` ...).
+        roi_dir: optional folder of region-of-interest masks (e.g. DRIVE's field of view); pixels
+            outside the ROI are ignored in training and scoring.
+        mask_threshold: binarise grey masks: ``value >= threshold`` -> 1 (for 0/255 and soft JPEG-like masks).
+        value_map: raw mask value -> class index, e.g. ``{0: 1, 255: 0}`` to make value 0 the foreground.
+        colour_table: class name -> RGB triple for colour-coded masks; the order gives class indices.
+        ignore_colours: RGB triples mapped to ``ignore_index``.
+        ignore_index: label value meaning "not labelled" (never a class).
+        classes: class names, background first for multi-class / binary.
+        task: ``binary`` | ``multiclass`` | ``multilabel``.
+        in_channels: image channels after reading.
+        spatial_dims: 2 for images, 3 for volumes.
+        normalization: ``zscore`` (per image, per channel) | ``minmax`` | ``none``.
+        group_by: how related images are grouped so they never straddle a split: ``none``, ``folder``
+            (the parent folder, e.g. a tile or a patient) or a regex whose first group is the key.
+    """
+
+    root: str = ""
+    image_dir: str = ""
+    mask_dir: str = ""
+    roi_dir: str = ""
+    mask_threshold: int | None = None
+    value_map: dict[int, int] | None = None
+    colour_table: dict[str, list[int]] | None = None
+    ignore_colours: list[list[int]] = field(default_factory=list)
+    ignore_index: int = 255
+    classes: list[str] = field(default_factory=list)
+    task: str = "multiclass"
+    in_channels: int = 1
+    spatial_dims: int = 2
+    normalization: str = "zscore"
+    group_by: str = "none"
