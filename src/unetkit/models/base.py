@@ -1,0 +1,281 @@
+"""What every segmentation model shares: config, encoder + decoder + head, any-size inputs, save/load.
+
+Subclasses only decide how skips are routed (see ``decoders.py``); everything else lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from unetkit.models.blocks import ConvBlock, UpSample, conv_nd
+from unetkit.models.encoders.base import Encoder
+
+CHECKPOINT_FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class SegModelConfig:
+    """Options shared by the U-Net family.
+
+    Attributes:
+        in_channels: image channels.
+        classes: output channels (logits). Binary tasks may use 1 (sigmoid) or 2 (softmax).
+        spatial_dims: 2 (images) or 3 (volumes; built-in encoder only).
+        encoder: ``plain`` (built-in) or any timm backbone name (see ``unetkit.list_encoders()``).
+        encoder_weights: local file (safetensors / state dict) or hub name for the encoder, or None.
+        depth: number of downsamplings of the plain encoder (timm encoders use their 5 stages).
+        width: channels of the first plain stage; doubled per stage (``widths`` overrides).
+        widths: explicit channels per plain stage (``depth + 1`` entries).
+        max_width: cap on doubled widths (nnU-Net style), or None.
+        decoder_channels: channels per decoder level, shallowest first; default mirrors the encoder.
+        norm: ``batch`` | ``instance`` | ``group`` | ``none``.
+        act: ``relu`` | ``leaky_relu`` | ``gelu`` | ``silu`` | ``elu``.
+        upsampling: ``transposed`` | ``interpolate`` (bilinear / trilinear + 1x1 conv).
+        dropout: dropout after the first conv of the bottleneck block (and decoder blocks).
+    """
+
+    in_channels: int = 1
+    classes: int = 2
+    spatial_dims: int = 2
+    encoder: str = "plain"
+    encoder_weights: str | None = None
+    depth: int = 4
+    width: int = 32
+    widths: list[int] | None = None
+    max_width: int | None = None
+    decoder_channels: list[int] | None = None
+    norm: str = "batch"
+    act: str = "relu"
+    upsampling: str = "transposed"
+    dropout: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def encoder_widths(self) -> list[int]:
+        if self.widths is not None:
+            return list(self.widths)
+        widths = [self.width * 2**i for i in range(self.depth + 1)]
+        return [min(w, self.max_width) for w in widths] if self.max_width else widths
+
+
+class SegmentationModel(nn.Module):
+    """Encoder -> decoder -> 1x1 head, with inputs of any size padded internally and cropped back.
+
+    Subclasses implement :meth:`build_decoder` returning a module that maps the encoder's feature list to
+    one tensor at the resolution of the shallowest feature (or, for deep supervision, a list of them).
+    """
+
+    config_class: type[SegModelConfig] = SegModelConfig
+    registry_name: str = ""
+
+    def __init__(self, config: SegModelConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = self.config_class(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a config object or keyword arguments, not both")
+        self.config = config
+        self.encoder = self.build_encoder(config)
+        self.decoder = self.build_decoder(config, self.encoder)
+        self.final_up = self._build_final_up(config)
+        head_in = self._level0_channels() if self.final_up is None else self._final_channels()
+        self.head = conv_nd(config.spatial_dims)(head_in, config.classes, kernel_size=1)
+        self._encoder_frozen = False
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def build_encoder(config: SegModelConfig) -> Encoder:
+        from unetkit.models.encoders import create_encoder
+
+        return create_encoder(
+            config.encoder,
+            in_channels=config.in_channels,
+            spatial_dims=config.spatial_dims,
+            widths=config.encoder_widths(),
+            norm=config.norm,
+            act=config.act,
+            dropout=config.dropout,
+            weights=config.encoder_weights,
+        )
+
+    def build_decoder(self, config: SegModelConfig, encoder: Encoder) -> nn.Module:  # pragma: no cover
+        raise NotImplementedError
+
+    def decoder_channels(self) -> list[int]:
+        """Channels per decoder level, shallowest first (defaults mirror the encoder)."""
+        if self.config.decoder_channels is not None:
+            channels = list(self.config.decoder_channels)
+            if len(channels) != len(self.encoder.out_channels) - 1:
+                raise ValueError(
+                    f"decoder_channels needs {len(self.encoder.out_channels) - 1} entries (one per skip level), "
+                    f"got {len(channels)}"
+                )
+            return channels
+        if self.config.encoder == "plain":
+            return list(self.encoder.out_channels[:-1])
+        # timm backbones: a light decoder, as wide as the skip it receives but at most 256.
+        return [min(max(c, 16), 256) for c in self.encoder.out_channels[:-1]]
+
+    def _level0_channels(self) -> int:
+        return self.decoder_channels()[0]
+
+    def _final_channels(self) -> int:
+        return max(self._level0_channels() // 2, 16)
+
+    def _build_final_up(self, config: SegModelConfig) -> nn.Module | None:
+        # Backbones whose shallowest feature is already strided (timm: reduction 2) need a last
+        # upsampling stage without a skip to get back to full resolution.
+        factor = self.encoder.reductions[0]
+        if factor == 1:
+            return None
+        c_in, c_out = self._level0_channels(), self._final_channels()
+        return nn.Sequential(
+            UpSample(c_in, c_out, factor=factor, spatial_dims=config.spatial_dims, mode=config.upsampling),
+            ConvBlock(c_out, c_out, spatial_dims=config.spatial_dims, norm=config.norm, act=config.act),
+        )
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits ``(N, classes, *spatial)`` for an input ``(N, in_channels, *spatial)`` of any size."""
+        self._check_input(x)
+        x, crop = _pad_to_multiple(x, self.encoder.output_stride)
+        decoded = self.decoder(self.encoder(x))
+        if isinstance(decoded, list):
+            return [self._head(d, crop) for d in decoded]
+        return self._head(decoded, crop)
+
+    def _head(self, features: torch.Tensor, crop: tuple[slice, ...]) -> torch.Tensor:
+        if self.final_up is not None:
+            features = self.final_up(features)
+        return self.head(features)[(slice(None), slice(None), *crop)]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        dims = self.config.spatial_dims
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != dims + 2:
+            layout = "(N, C, H, W)" if dims == 2 else "(N, C, D, H, W)"
+            raise ValueError(
+                f"{type(self).__name__} is a {dims}D model and expects a {dims + 2}D tensor {layout}; "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} was built for {self.config.in_channels} input channel(s); "
+                f"got {x.shape[1]} (shape {tuple(x.shape)})"
+            )
+
+    # -- encoder freezing ---------------------------------------------------------------------
+    def freeze_encoder(self) -> None:
+        """Stop training the encoder: no gradients, and its norm statistics stay fixed."""
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self._encoder_frozen = True
+        self.encoder.eval()
+
+    def unfreeze_encoder(self) -> None:
+        for p in self.encoder.parameters():
+            p.requires_grad_(True)
+        self._encoder_frozen = False
+        self.encoder.train(self.training)
+
+    def train(self, mode: bool = True) -> SegmentationModel:
+        super().train(mode)
+        if self._encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    # -- persistence --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory`` (atomically, file by file)."""
+        return save_pretrained(self, directory)
+
+
+def model_config_dict(model: nn.Module) -> dict[str, Any]:
+    """The JSON that rebuilds ``model`` with ``create_model``."""
+    from unetkit import __version__
+
+    name = getattr(model, "registry_name", "")
+    if not name:
+        raise ValueError(f"{type(model).__name__} is not a registered model; cannot save its config")
+    kwargs = dict(getattr(model, "init_kwargs", {}))
+    if isinstance(getattr(model, "config", None), SegModelConfig):
+        kwargs = dataclasses.asdict(model.config)
+        kwargs["encoder_weights"] = None  # the weights are in model.safetensors now
+    return {"format_version": CHECKPOINT_FORMAT_VERSION, "unetkit_version": __version__, "name": name, "kwargs": kwargs}
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model_config_dict(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp_weights = directory / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp_weights), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION)})
+    tmp_config = directory / (CONFIG_NAME + ".tmp")
+    tmp_config.write_text(json.dumps(config, indent=2, sort_keys=True))
+    os.replace(tmp_weights, directory / WEIGHTS_NAME)
+    os.replace(tmp_config, directory / CONFIG_NAME)
+    return directory
+
+
+def load_model(directory: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from ``config.json`` + ``model.safetensors`` alone. Never unpickles anything.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: the config is malformed or newer than this version, or the weights do not fit.
+    """
+    from unetkit.registry import create_model
+
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: a saved model needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        config = json.loads(config_path.read_text())
+        name, kwargs, version = config["name"], config["kwargs"], int(config["format_version"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: not a unetkit model config ({err})") from err
+    if version > CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path}: format version {version} is newer than this unetkit reads ({CHECKPOINT_FORMAT_VERSION})"
+        )
+    model = create_model(name, **kwargs)
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{weights_path}: unreadable safetensors file ({err})") from err
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights_path}: weights do not fit the model; missing {missing[:10]}, unexpected {unexpected[:10]}")
+    return model.to(device)
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Zero-pad the spatial dims up to a multiple (split evenly between both sides); return the crop back."""
+    spatial = x.shape[2:]
+    pads: list[int] = []
+    crop: list[slice] = []
+    for size in spatial:
+        total = (multiple - size % multiple) % multiple
+        before = total // 2
+        crop.append(slice(before, before + size))
+        pads.append((before, total - before))
+    if not any(p for pair in pads for p in pair):
+        return x, tuple(slice(None) for _ in spatial)
+    # F.pad takes pads for the last dim first.
+    flat = [p for pair in reversed(pads) for p in pair]
+    return F.pad(x, flat), tuple(crop)

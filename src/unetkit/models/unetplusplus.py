@@ -1,0 +1,57 @@
+"""U-Net++ (Zhou et al. 2018): nested dense skip pathways with optional deep supervision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from unetkit.models.base import SegModelConfig, SegmentationModel
+from unetkit.models.decoders import NestedDecoder
+from unetkit.models.encoders.base import Encoder
+from unetkit.registry import register_model
+
+
+@dataclass
+class UNetPlusPlusConfig(SegModelConfig):
+    """Adds deep supervision.
+
+    Attributes:
+        deep_supervision: one head per nested output ``X[0][1..L]``. In training the model returns the
+            list of all heads' logits, final head first (feed it to ``losses.DeepSupervisionLoss``).
+        ds_eval: in eval mode with deep supervision: ``final`` returns the last head's logits,
+            ``mean`` the mean of all heads' logits.
+    """
+
+    deep_supervision: bool = False
+    ds_eval: str = "final"
+
+
+@register_model("unetplusplus")
+class UNetPlusPlus(SegmentationModel):
+    config_class = UNetPlusPlusConfig
+
+    def build_decoder(self, config: SegModelConfig, encoder: Encoder) -> nn.Module:
+        assert isinstance(config, UNetPlusPlusConfig)
+        if config.ds_eval not in ("final", "mean"):
+            raise ValueError(f"ds_eval must be 'final' or 'mean', got {config.ds_eval!r}")
+        return NestedDecoder(
+            encoder_channels=encoder.out_channels,
+            reductions=encoder.reductions,
+            decoder_channels=self.decoder_channels(),
+            spatial_dims=config.spatial_dims,
+            norm=config.norm,
+            act=config.act,
+            upsampling=config.upsampling,
+            dropout=config.dropout,
+            deep_supervision=config.deep_supervision,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        out = super().forward(x)
+        if not isinstance(out, list) or self.training:
+            return out
+        if self.config.ds_eval == "mean":
+            return torch.stack(out).mean(dim=0)
+        return out[0]
