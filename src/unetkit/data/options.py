@@ -25,6 +25,8 @@ class DataConfig:
         in_channels: image channels after reading.
         spatial_dims: 2 for images, 3 for volumes.
         normalization: ``zscore`` (per image, per channel) | ``minmax`` | ``none``.
+        background: class 0 is background (then foreground metrics average classes 1..K-1; with
+            False, e.g. land-cover tables without a background colour, every class counts).
         group_by: how related images are grouped so they never straddle a split: ``none``, ``folder``
             (the parent folder, e.g. a tile or a patient) or a regex whose first group is the key.
     """
@@ -44,3 +46,4 @@ class DataConfig:
     spatial_dims: int = 2
     normalization: str = "zscore"
     group_by: str = "none"
+    background: bool = True
