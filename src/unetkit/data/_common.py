@@ -1,0 +1,95 @@
+"""Helpers shared by the image readers and writers: atomic writes, window checks, suffixes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+Window = tuple[int, int, int, int]
+"""``(row_off, col_off, height, width)`` in pixels of the full image."""
+
+
+def full_suffix(path: str | Path) -> str:
+    """Lower-case suffix of ``path``, keeping the double suffix of ``.nii.gz``."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary file lives in the destination folder (so ``os.replace`` is an atomic rename on
+    the same file system) and keeps the destination's suffix (some writers, e.g. nibabel, pick
+    compression from it). On any exception the temporary file is deleted and the destination is
+    left as it was.
+
+    Raises:
+        FileNotFoundError: the destination folder does not exist.
+    """
+    dest = Path(path)
+    if not dest.parent.is_dir():
+        raise FileNotFoundError(f"{dest}: folder {dest.parent} does not exist")
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=f".tmp{full_suffix(dest)}", dir=dest.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        # After a successful replace the temp name no longer exists; after a failure it must go.
+        tmp.unlink(missing_ok=True)
+
+
+def unreadable(path: str | Path, error: BaseException) -> ValueError:
+    """The error every reader raises for a file that exists but cannot be decoded."""
+    reason = str(error) or type(error).__name__
+    return ValueError(f"{path}: unreadable image ({type(error).__name__}: {reason})")
+
+
+class WindowError(ValueError):
+    """A window that does not fit the image (a ``ValueError``, kept apart from decoding errors)."""
+
+
+def check_window(window: Window, *, height: int, width: int, path: str | Path) -> Window:
+    """Validate a ``(row_off, col_off, height, width)`` window against an image of ``height x width``.
+
+    Returns:
+        The window as a tuple of Python ints.
+
+    Raises:
+        WindowError: wrong length, non-integer, empty, negative or out-of-bounds window.
+    """
+    if len(window) != 4:
+        raise WindowError(f"{path}: window must be (row_off, col_off, height, width), got {window!r}")
+    if not all(isinstance(v, (int, np.integer)) for v in window):
+        raise WindowError(f"{path}: window values must be integers, got {window!r}")
+    row, col, h, w = (int(v) for v in window)
+    if row < 0 or col < 0 or h <= 0 or w <= 0 or row + h > height or col + w > width:
+        raise WindowError(
+            f"{path}: window (row_off={row}, col_off={col}, height={h}, width={w}) "
+            f"is outside the {height}x{width} image"
+        )
+    return row, col, h, w
+
+
+def to_channels_first(array: np.ndarray, *, path: str | Path) -> np.ndarray:
+    """Turn an ``(H, W)`` or ``(C, H, W)`` array into ``(C, H, W)``.
+
+    Raises:
+        ValueError: any other number of dimensions.
+    """
+    if array.ndim == 2:
+        return array[np.newaxis]
+    if array.ndim == 3:
+        return array
+    raise ValueError(f"{path}: expected an (H, W) or (C, H, W) array, got shape {array.shape}")
