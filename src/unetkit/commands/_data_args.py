@@ -1,0 +1,87 @@
+"""Dataset options shared by ``check``, ``plan``, ``train`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from unetkit.data.options import DataConfig
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("dataset options")
+    g.add_argument("--image-dir", default="", help="images sub-folder (default: auto-detect images/, imagesTr/ ...)")
+    g.add_argument("--mask-dir", default="", help="masks sub-folder (default: auto-detect masks/, labelsTr/ ...)")
+    g.add_argument("--roi-dir", default="", help="region-of-interest masks; pixels outside are ignored")
+    g.add_argument("--mask-threshold", type=int, default=None, help="binarise grey masks: value >= N -> 1")
+    g.add_argument("--value-map", default=None, help="raw mask value -> class, e.g. 0:1,255:0")
+    g.add_argument("--colour-table", default=None, help="JSON file {class: [r,g,b]} or 'name=#rrggbb,...'")
+    g.add_argument("--ignore-colour", action="append", default=[], help="#rrggbb mapped to the ignore index")
+    g.add_argument("--ignore-index", type=int, default=255)
+    g.add_argument("--classes", default=None, help="comma-separated class names (background first)")
+    g.add_argument("--no-background", action="store_true", help="class 0 is a real class, not background")
+    g.add_argument("--task", choices=("binary", "multiclass", "multilabel"), default=None)
+    g.add_argument("--group-by", default="none", help="none | folder | a regex whose first group is the key")
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    """Build a :class:`DataConfig` from the parsed options (values validated, errors name the option)."""
+    colour_table = parse_colour_table(args.colour_table) if args.colour_table else None
+    task = args.task or ("binary" if (args.mask_threshold is not None or _binary_map(args.value_map)) else "multiclass")
+    return DataConfig(
+        root=str(args.data),
+        image_dir=args.image_dir,
+        mask_dir=args.mask_dir,
+        roi_dir=args.roi_dir,
+        mask_threshold=args.mask_threshold,
+        value_map=parse_value_map(args.value_map) if args.value_map else None,
+        colour_table=colour_table,
+        ignore_colours=[parse_hex(c) for c in args.ignore_colour],
+        ignore_index=args.ignore_index,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else [],
+        task=task,
+        background=not args.no_background and not (colour_table and not args.classes),
+        group_by=args.group_by,
+    )
+
+
+def parse_value_map(text: str) -> dict[int, int]:
+    try:
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        return {int(a): int(b) for a, b in pairs}
+    except ValueError as err:
+        raise ValueError(f"--value-map {text!r} must look like 0:1,255:0") from err
+
+
+def parse_hex(text: str) -> list[int]:
+    h = text.strip().lstrip("#")
+    if len(h) != 6:
+        raise ValueError(f"colour {text!r} must be #rrggbb")
+    try:
+        return [int(h[i : i + 2], 16) for i in (0, 2, 4)]
+    except ValueError as err:
+        raise ValueError(f"colour {text!r} must be #rrggbb") from err
+
+
+def parse_colour_table(text: str) -> dict[str, list[int]]:
+    """A JSON file ``{name: [r, g, b] or "#rrggbb"}`` or inline ``name=#rrggbb,name=#rrggbb``."""
+    path = Path(text)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"colour table {path} not found")
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a colour table is a JSON object {{class name: [r, g, b]}}")
+        return {str(k): parse_hex(v) if isinstance(v, str) else [int(c) for c in v] for k, v in raw.items()}
+    table = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise ValueError(f"--colour-table entry {item!r} must look like name=#rrggbb")
+        name, colour = item.split("=", 1)
+        table[name.strip()] = parse_hex(colour)
+    return table
+
+
+def _binary_map(text: str | None) -> bool:
+    return bool(text) and set(parse_value_map(text).values()) <= {0, 1}

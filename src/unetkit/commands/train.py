@@ -1,0 +1,72 @@
+"""``unetkit train DATA --out RUN``: plan from the data (or load a plan), then train."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from unetkit.commands._data_args import add_data_arguments, data_config_from_args
+from unetkit.config import Plan, apply_overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="dataset folder or CSV/JSON list of image,mask pairs")
+    parser.add_argument("--out", required=True, help="run directory to create")
+    parser.add_argument("--plan", default=None, help="use this plan (YAML/JSON) instead of planning from the data")
+    parser.add_argument("--model", default=None, help="registered model name (see unetkit.list_models())")
+    parser.add_argument("--encoder", default=None, help="encoder: plain or a timm backbone name")
+    parser.add_argument("--encoder-weights", default=None, help="pretrained encoder weights file (or hub name)")
+    parser.add_argument("--time-budget", default=None, help="training time, e.g. 10m, 90s, 1h")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a plan field")
+    parser.add_argument("--resume", action="store_true", help="continue a killed run exactly where it stopped")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    add_data_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetkit.train.loop import train
+
+    out = Path(args.out)
+    if args.resume:
+        plan = Plan.load(out / "plan.yaml")
+    else:
+        plan = build_plan(args)
+        print(f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
+              f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}")
+    result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}")
+    return 0
+
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    """Plan from the data (or a plan file), then the CLI's model flags and ``--set`` overrides on top."""
+    from unetkit.commands.plan import plan_from_data
+
+    if args.plan:
+        plan = Plan.load(args.plan)
+    else:
+        budget = parse_duration(args.time_budget) if args.time_budget else None
+        plan = plan_from_data(data_config_from_args(args), device=args.device, time_budget_s=budget)
+    overrides = list(args.set)
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    if args.encoder:
+        overrides.append(f"model.kwargs.encoder={args.encoder}")
+    if args.encoder_weights:
+        overrides.append(f"model.kwargs.encoder_weights={args.encoder_weights}")
+    if args.time_budget and args.plan:
+        overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
+    return apply_overrides(plan, overrides)
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``10m``, ``1.5h`` or plain seconds -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError as err:
+        raise ValueError(f"time budget {text!r} must look like 90s, 10m or 1h") from err

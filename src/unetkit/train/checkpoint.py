@@ -1,0 +1,89 @@
+"""Training state for exact resume: tensors in safetensors, everything else in JSON. Never pickled.
+
+``state.safetensors`` holds the model, the EMA copy, the optimiser's per-parameter tensors and the torch
+RNG state; ``state.json`` holds the step, the optimiser's hyper-parameters, the numpy sampler state and
+whatever scalars the loop keeps (best score, planned steps). Both are written to temp files and renamed,
+JSON last, so a kill at any moment leaves the previous complete state (the JSON names the tensor file's
+generation to detect a torn pair).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_JSON = "state.json"
+STATE_TENSORS = "state.safetensors"
+
+
+def save_training_state(
+    run_dir: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: torch.nn.Module | None,
+    scalars: dict[str, Any],
+    numpy_rng_state: dict[str, Any],
+) -> None:
+    generation = int(scalars.get("step", 0))
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+    if ema is not None:
+        for k, v in ema.state_dict().items():
+            tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
+    opt_state = optimizer.state_dict()
+    for index, per_param in opt_state["state"].items():
+        for name, value in per_param.items():
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            tensors[f"optim.{index}.{name}"] = tensor.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensor_name = f"{STATE_TENSORS}.{generation}"
+    _atomic(run_dir / tensor_name, lambda p: save_file(tensors, str(p)))
+    meta = {
+        "scalars": scalars,
+        "numpy_rng": numpy_rng_state,
+        "param_groups": opt_state["param_groups"],
+        "tensors": tensor_name,
+    }
+    _atomic(run_dir / STATE_JSON, lambda p: p.write_text(json.dumps(meta, indent=1)))
+    for old in run_dir.glob(f"{STATE_TENSORS}.*"):
+        if old.name != tensor_name and not old.name.endswith(".tmp"):
+            old.unlink()
+
+
+def load_training_state(
+    run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore model/optimiser/EMA/torch RNG in place; return ``(scalars, numpy_rng_state)``."""
+    meta_path = run_dir / STATE_JSON
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: nothing to resume in {run_dir}")
+    meta = json.loads(meta_path.read_text())
+    tensors = load_file(str(run_dir / meta["tensors"]))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta["scalars"], meta["numpy_rng"]
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

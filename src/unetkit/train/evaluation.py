@@ -1,0 +1,67 @@
+"""Whole-image prediction and scoring used by validation and ``unetkit evaluate``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unetkit.train.precision import autocast
+
+
+@torch.inference_mode()
+def predict_probabilities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    tile_size: tuple[int, ...],
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    amp_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format | None = None,
+) -> np.ndarray:
+    """Class probabilities ``(K, *spatial)`` for a normalised ``image (C, *spatial)`` by Gaussian-blended tiles."""
+    from unetkit.infer.tiling import sliding_window_predict
+
+    device = next(model.parameters()).device
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        if memory_format is not None:
+            batch = batch.contiguous(memory_format=memory_format)
+        with autocast(device, amp_dtype):
+            logits = model(batch.to(device))
+        logits = logits.float()
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+    was_training = model.training
+    model.eval()
+    try:
+        probs = sliding_window_predict(
+            forward,
+            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            tile_size=tuple(tile_size),
+            overlap=overlap,
+            blend="gaussian",
+            batch_size=batch_size,
+        )
+    finally:
+        model.train(was_training)
+    return probs.cpu().numpy()
+
+
+def probabilities_to_labels(probs: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+    """Argmax for softmax outputs; ``p >= threshold`` for a single sigmoid channel."""
+    if probs.shape[0] == 1:
+        return (probs[0] >= threshold).astype(np.int64)
+    return probs.argmax(axis=0).astype(np.int64)
+
+
+def foreground_dice(
+    pred: np.ndarray, target: np.ndarray, *, num_classes: int, ignore_index: int = 255, background: bool = True
+) -> float:
+    """Mean Dice of one image over the foreground classes (``1..K-1``, or all K without a background
+    class), ignoring ``ignore_index`` pixels. A class absent from both prediction and target scores 1.
+    """
+    from unetkit.metrics import dice_per_class
+
+    scores = np.asarray(dice_per_class(pred, target, num_classes=num_classes, ignore_index=ignore_index))
+    return float(np.mean(scores[1:] if background and num_classes > 1 else scores))

@@ -1,0 +1,109 @@
+"""What a person watching a run sees: a progress bar on a terminal, one line per evaluation otherwise,
+a CSV of metrics and a learning-curve PNG."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+FIELDS = ("step", "loss", "lr", "val_dice", "elapsed")
+
+
+class MetricsLog:
+    """Append-only CSV of evaluations (kept across ``--resume``)."""
+
+    def __init__(self, path: Path, *, resume: bool) -> None:
+        self.path = path
+        if resume and path.is_file():
+            # Drop rows past the resumed step later by rewriting on first write.
+            self._rows = list(csv.DictReader(path.open()))
+        else:
+            self._rows = []
+        self._flush()
+
+    def write(self, **row: float) -> None:
+        # After a resume, evaluations the killed run logged past the restored step are replaced.
+        self._rows = [r for r in self._rows if int(float(r["step"])) < int(row["step"])]
+        self._rows.append({k: row[k] for k in FIELDS})
+        self._flush()
+
+    def _flush(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(self._rows)
+        os.replace(tmp, self.path)
+
+    def plot(self, path: Path) -> None:
+        """Loss and validation Dice against step (skipped when matplotlib is absent)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        steps = [float(r["step"]) for r in self._rows]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(steps, [float(r["loss"]) for r in self._rows], label="train loss")
+        dice = [float(r["val_dice"]) for r in self._rows]
+        if not all(math.isnan(d) for d in dice):
+            ax.plot(steps, dice, label="val Dice")
+        ax.set_xlabel("step")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        tmp = path.with_name(path.stem + ".tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, path)
+
+
+class Progress:
+    """tqdm bar with loss, metric, step rate and ETA on a terminal; a plain line per evaluation otherwise."""
+
+    def __init__(self, *, total: int | None, start: int = 0, stream=None) -> None:  # type: ignore[no-untyped-def]
+        self.stream = stream or sys.stderr
+        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.total = total
+        self.start_step = start
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if self.interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=self.stream)
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def update(self, step: int, *, loss: float, lr: float) -> None:
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            self.bar.update(0)
+
+    def evaluation(self, step: int, *, loss: float, val_dice: float, best: float) -> None:
+        rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
+        eta = (self.total - step) / rate if self.total and rate > 0 else float("nan")
+        line = (
+            f"step {step}/{self.total or '?'}  loss {loss:.4f}  val_dice {val_dice:.4f}  best {best:.4f}  "
+            f"{rate:.2f} step/s  eta {eta:.0f}s"
+        )
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", val_dice=f"{val_dice:.4f}")
+            self.bar.write(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

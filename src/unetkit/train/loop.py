@@ -1,0 +1,201 @@
+"""The training loop: read it top to bottom.
+
+Everything it needs comes from the :class:`~unetkit.config.Plan`; all state is local and explicit, and
+everything that must survive a kill (model, optimiser, EMA, step, RNG states, planned step count) is
+saved together so that ``--resume`` continues exactly (bit-exact on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetkit.config import Plan
+from unetkit.models.base import save_pretrained
+from unetkit.registry import create_model
+from unetkit.train.batches import Example, PatchBatcher
+from unetkit.train.checkpoint import load_training_state, save_training_state
+from unetkit.train.evaluation import foreground_dice, predict_probabilities, probabilities_to_labels
+from unetkit.train.logging import MetricsLog, Progress
+from unetkit.train.precision import autocast, memory_format, resolve_precision
+from unetkit.train.schedule import lr_at
+from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
+
+CALIBRATION_STEPS = 8
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_score: float
+    seconds: float
+
+
+def train(
+    plan: Plan,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    device: str = "cpu",
+) -> TrainResult:
+    """Train ``plan`` into ``run_dir``; ``stop_after`` ends early after that many steps (for tests)."""
+    cfg = plan.train
+    run_dir = prepare_run_dir(Path(run_dir), resume=resume, overwrite=overwrite)
+    dev = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    # 1. Data: checked, loaded, split by group, normalised; a patch batcher with augmentation.
+    examples, groups = load_examples(plan.data)
+    train_set, val_set = split_examples(examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    batcher = PatchBatcher(
+        train_set,
+        patch_size=tuple(cfg.patch_size),
+        batch_size=cfg.batch_size,
+        foreground_fraction=cfg.foreground_fraction,
+        augment=_augmentation(plan),
+        ignore_index=plan.data.ignore_index,
+    )
+
+    # 2. Model, optimiser, loss, precision.
+    model = create_model(plan.model.name, **plan.model.kwargs).to(dev)
+    amp_dtype = resolve_precision(cfg.precision, dev)
+    layout = memory_format(plan.data.spatial_dims) if amp_dtype is not None else None
+    if layout is not None:
+        model = model.to(memory_format=layout)
+    ema = copy.deepcopy(model).eval() if cfg.ema else None
+    optimizer = build_optimizer(model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = _loss(plan)
+
+    # 3. Fresh start or exact resume.
+    state = {"step": 0, "total_steps": cfg.steps if not cfg.time_budget_s else 0, "best": -1.0, "elapsed": 0.0}
+    if resume:
+        state, rng_state = load_training_state(run_dir, model=model, optimizer=optimizer, ema=ema)
+        rng.bit_generator.state = rng_state
+    else:
+        plan.save(run_dir / "plan.yaml")
+    log = MetricsLog(run_dir / "metrics.csv", resume=resume)
+    progress = Progress(total=state["total_steps"] or None, start=state["step"])
+    started = time.perf_counter() - state["elapsed"]
+
+    # 4. The loop.
+    model.train()
+    while state["total_steps"] == 0 or state["step"] < state["total_steps"]:
+        step = state["step"]
+        total_for_lr = state["total_steps"] or _provisional_total(cfg)
+        lr = lr_at(step, base_lr=cfg.lr, total_steps=total_for_lr, warmup_steps=cfg.warmup_steps, kind=cfg.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        x, y = batcher.next(rng)
+        if layout is not None:
+            x = x.contiguous(memory_format=layout)
+        with autocast(dev, amp_dtype):
+            outputs = model(x.to(dev))
+        loss = loss_fn(_as_float(outputs), y.to(dev))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if ema is not None:
+            _update_ema(ema, model, decay=float(cfg.ema))
+        state["step"] = step = step + 1
+        state["elapsed"] = time.perf_counter() - started
+
+        # A time budget becomes a fixed step count after a short calibration (stored, so resume is exact).
+        if not state["total_steps"] and step == CALIBRATION_STEPS:
+            state["total_steps"] = _steps_for_budget(cfg.time_budget_s or 0, state["elapsed"], step, cfg.val_every)
+            progress.set_total(state["total_steps"])
+        progress.update(step, loss=float(loss), lr=lr)
+
+        done = bool(state["total_steps"]) and step >= state["total_steps"]
+        val_every = cfg.val_every or max(state["total_steps"] // 8, 1)
+        due = bool(state["total_steps"]) and step % val_every == 0
+        if due or done or (stop_after and step >= stop_after):
+            scored = ema if ema is not None else model
+            score = _validate(scored, val_set, plan, amp_dtype=amp_dtype, layout=layout) if val_set else float("nan")
+            improved = not val_set or score > state["best"]
+            if improved:
+                state["best"] = score if val_set else state["best"]
+                save_pretrained(scored, run_dir / "best")
+            save_pretrained(scored, run_dir / "last")
+            save_training_state(
+                run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, numpy_rng_state=rng.bit_generator.state
+            )
+            log.write(step=step, loss=float(loss), lr=lr, val_dice=score, elapsed=state["elapsed"])
+            progress.evaluation(step, loss=float(loss), val_dice=score, best=state["best"])
+        if stop_after and step >= stop_after:
+            break
+
+    progress.close()
+    log.plot(run_dir / "curve.png")
+    return TrainResult(run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"])
+
+
+def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp_dtype, layout) -> float:  # type: ignore[no-untyped-def]
+    classes = int(plan.model.kwargs.get("classes", 2))
+    scores = []
+    for example in val_set:
+        probs = predict_probabilities(
+            model, example.image, tile_size=tuple(plan.train.patch_size), amp_dtype=amp_dtype, memory_format=layout
+        )
+        pred = probabilities_to_labels(probs, threshold=plan.infer.threshold)
+        scores.append(
+            foreground_dice(
+                pred,
+                example.mask,
+                num_classes=max(classes, 2),
+                ignore_index=plan.data.ignore_index,
+                background=plan.data.background,
+            )
+        )
+    return float(np.mean(scores))
+
+
+def _loss(plan: Plan):  # type: ignore[no-untyped-def]
+    from unetkit.losses import build_loss
+
+    return build_loss(plan.train.loss, task=plan.data.task, ignore_index=plan.data.ignore_index)
+
+
+def _augmentation(plan: Plan):  # type: ignore[no-untyped-def]
+    from unetkit.data.transforms import build_augmentation
+
+    if plan.train.augmentation == "none":
+        return None
+    return build_augmentation(plan.train.augmentation, patch_size=tuple(plan.train.patch_size))
+
+
+def _as_float(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    if isinstance(outputs, list):
+        return [o.float() for o in outputs]
+    return outputs.float()
+
+
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, *, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+            else:
+                e.copy_(p)
+
+
+def _provisional_total(cfg) -> int:  # type: ignore[no-untyped-def]
+    # Before calibration only warm-up steps run, so any value past warm-up gives the same lr.
+    return max(cfg.warmup_steps, CALIBRATION_STEPS) * 1000
+
+
+def _steps_for_budget(budget_s: float, elapsed_s: float, steps_done: int, val_every: int) -> int:
+    """Steps that fit the budget at the measured pace, leaving ~8% for validations and saving."""
+    per_step = elapsed_s / max(steps_done, 1)
+    return max(steps_done + 1, int(budget_s * 0.92 / per_step))

@@ -1,0 +1,75 @@
+"""Everything the loop needs, built from the plan: data (checked, split, normalised), model, optimiser."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from unetkit.data.normalize import normalize
+from unetkit.data.options import DataConfig
+from unetkit.train.batches import Example
+
+
+class DatasetError(ValueError):
+    """The dataset failed its checks; training did not start."""
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> Path:
+    """Create the run folder; refuse to touch an existing run unless resuming or ``overwrite``."""
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "state.json").is_file():
+            raise FileNotFoundError(f"cannot resume: {run_dir}/state.json not found")
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{run_dir} already exists and is not empty; pass --overwrite or --resume")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
+    """Check the dataset, then load every labelled pair (normalised image, class-index mask) and its group.
+
+    Raises:
+        DatasetError: the checks found errors (corrupt image, size mismatch, empty folder ...).
+    """
+    from unetkit.data.checks import check_dataset
+    from unetkit.data.dataset import load_samples
+    from unetkit.data.discovery import discover
+
+    report = check_dataset(data)
+    if report.has_errors:
+        raise DatasetError(f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}")
+    samples = discover(data).samples
+    loaded = load_samples(samples, data)
+    examples = [
+        Example(key=s.key, image=normalize(s.image, mode=data.normalization), mask=s.mask) for s in loaded
+    ]
+    return examples, [s.group for s in samples]
+
+
+def split_examples(
+    examples: list[Example], groups: list[str], *, val_fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Hold back a validation part by group (related images never straddle the split)."""
+    from unetkit.data.splits import split_by_seed
+
+    if len(examples) < 2 or val_fraction <= 0:
+        return examples, []
+    keys = [e.key for e in examples]
+    train_keys, val_keys = split_by_seed(keys, groups, val_fraction=val_fraction, seed=seed)
+    by_key = {e.key: e for e in examples}
+    return [by_key[k] for k in train_keys], [by_key[k] for k in val_keys]
+
+
+def build_optimizer(model: torch.nn.Module, *, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose adamw or sgd")
