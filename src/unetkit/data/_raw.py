@@ -1,4 +1,4 @@
-"""Raw readers for the dataset layer: images (until ``unetkit.data.io`` lands) and masks.
+"""Raw readers for the dataset layer: images through :func:`unetkit.data.io.read_image`, and masks.
 
 Masks need their own reader because palette PNG/GIF masks are ambiguous: with a colour table the palette is
 resolved to RGB (the colours are the classes); without one the palette *indices* are the stored classes.
@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# Extensions the dataset layer treats as images/masks; anything else in a data folder is ignored.
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp")
+from unetkit.data.io import SUPPORTED_SUFFIXES, read_image
+
+# Extensions the dataset layer treats as images/masks (what read_image reads); other files are ignored.
+IMAGE_SUFFIXES = tuple(SUPPORTED_SUFFIXES)
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_SUFFIXES = RASTER_SUFFIXES + VOLUME_SUFFIXES
 # Multi-part suffixes removed as a whole when computing a file's stem.
 _MULTI_SUFFIXES = (".nii.gz", ".ome.tiff", ".ome.tif")
 
@@ -30,7 +31,8 @@ def split_name(path: Path) -> tuple[str, str]:
 
 def is_data_file(path: Path) -> bool:
     """True for a visible file whose extension is a supported image/volume format."""
-    return path.is_file() and not path.name.startswith(".") and split_name(path)[1] in IMAGE_SUFFIXES
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(IMAGE_SUFFIXES) and path.is_file()
 
 
 def is_volume(path: Path) -> bool:
@@ -40,41 +42,19 @@ def is_volume(path: Path) -> bool:
 def read_image_array(path: Path) -> tuple[np.ndarray, dict]:
     """Read an image as ``(C, H, W)`` / ``(C, D, H, W)`` in its native dtype, plus metadata.
 
-    Delegates to :func:`unetkit.data.io.read_image` so that images and volume masks share one reader (and
-    one axis convention).
+    A thin wrapper of :func:`unetkit.data.io.read_image`, so that images and volume masks share one reader
+    (and one axis convention: NIfTI stays ``(C, X, Y, Z)``).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        OSError / ValueError: the file cannot be decoded (truncated, corrupt, unsupported).
+        ValueError: the file cannot be decoded (truncated, corrupt, unsupported).
     """
-    try:
-        from unetkit.data.io import read_image
-    except ModuleNotFoundError:  # TEMPORARY until unetkit.data.io lands
-        return _fallback_read(Path(path))
     data = read_image(path)
     return np.asarray(data.array), dict(data.meta)
 
 
-def _fallback_read(path: Path) -> tuple[np.ndarray, dict]:
-    if not path.exists():
-        raise FileNotFoundError(f"image file not found: {path}")
-    if is_volume(path):
-        import nibabel as nib
-
-        img = nib.load(str(path))
-        vol = np.asarray(img.dataobj)
-        # nibabel gives (X, Y, Z); use (D, H, W) = (Z, Y, X).
-        arr = vol.transpose(2, 1, 0)[None] if vol.ndim == 3 else np.moveaxis(vol.transpose(2, 1, 0, 3), -1, 0)
-        return arr, {"spacing": [float(z) for z in img.header.get_zooms()[:3]][::-1]}
-    with Image.open(path) as im:
-        im.load()
-        arr = np.asarray(im.convert("RGB") if im.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr") else im)
-    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
-    return arr, {}
-
-
 def read_mask_array(path: Path, *, resolve_palette: bool) -> np.ndarray:
-    """Read a mask without interpreting its values.
+    """Read a mask without interpreting its values (its own reader: palette handling differs from images).
 
     Args:
         path: mask file (PNG/GIF/BMP/JPEG/TIFF/NIfTI).
@@ -86,7 +66,7 @@ def read_mask_array(path: Path, *, resolve_palette: bool) -> np.ndarray:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        OSError / ValueError: the file cannot be decoded.
+        ValueError: the file cannot be decoded (truncated, corrupt) or has an unusable channel count.
     """
     path = Path(path)
     if not path.exists():
@@ -100,9 +80,12 @@ def read_mask_array(path: Path, *, resolve_palette: bool) -> np.ndarray:
         if array.shape[0] in (3, 4) and array.ndim == 3:
             return np.moveaxis(array[:3], 0, -1)
         raise ValueError(f"{path}: a mask must have 1 or 3 channels, this one has shape {array.shape}")
-    with Image.open(path) as im:
-        im.load()
-        return _pil_mask_to_array(im, resolve_palette=resolve_palette)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file fails here
+            return _pil_mask_to_array(im, resolve_palette=resolve_palette)
+    except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path}: unreadable mask ({type(err).__name__}: {err})") from err
 
 
 def _pil_mask_to_array(im: Image.Image, *, resolve_palette: bool) -> np.ndarray:

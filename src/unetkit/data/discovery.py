@@ -133,12 +133,16 @@ def discover(config: DataConfig) -> DiscoveryResult:
         rows, missing = read_sample_list(root)
         samples = [Sample(key=r.key, image=r.image, mask=r.mask, roi=r.roi, folder=r.folder,
                           group=r.group if r.group else grouper(r.key)) for r in rows]  # fmt: skip
-        return DiscoveryResult(samples=sorted(samples, key=lambda s: s.key), missing_files=missing, layout="list")
+        return DiscoveryResult(
+            samples=sorted(samples, key=lambda s: s.key), missing_files=missing, layout="list"
+        )
     layout, image_root, mask_root = _resolve_roots(root, config)
     roi_root = _explicit_dir(root, config.roi_dir, "roi_dir") if config.roi_dir else None
     skip = tuple(p for p in (mask_root, roi_root) if p is not None)
     mask_keys = set(scan_folder(mask_root)) if mask_root and config.task != "multilabel" else set()
-    images = _group_channels(scan_folder(image_root, exclude=skip), force=layout == "nnunet", mask_keys=mask_keys)
+    images = _group_channels(
+        scan_folder(image_root, exclude=skip), force=layout == "nnunet", mask_keys=mask_keys
+    )
     if not images:
         raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found under {image_root}")
     result = DiscoveryResult(samples=[], layout=layout, image_root=image_root, mask_root=mask_root,
@@ -227,7 +231,9 @@ def _group_channels(files: dict[str, Path], *, force: bool, mask_keys: set[str])
     counts = {len(ch) for ch in cases.values()}
     for case, ch in cases.items():
         if sorted(ch) != list(range(len(ch))) or len(counts) > 1:
-            raise ValueError(f"case {case!r} has channel files {sorted(ch)}; every case needs 0..{max(counts) - 1}")
+            raise ValueError(
+                f"case {case!r} has channel files {sorted(ch)}; every case needs 0..{max(counts) - 1}"
+            )
     return {case: [ch[i] for i in sorted(ch)] for case, ch in cases.items()}
 
 
@@ -237,9 +243,13 @@ def _resolve_roots(root: Path, config: DataConfig) -> tuple[str, Path, Path | No
         image_root = _explicit_dir(root, config.image_dir, "image_dir")
         mask_root = _explicit_dir(root, config.mask_dir, "mask_dir") if config.mask_dir else None
         return "explicit", image_root, mask_root
-    children = {p.name.lower(): p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    children = {
+        p.name.lower(): p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    }
     if "imagestr" in children and "labelstr" in children:
-        mask_root = _explicit_dir(root, config.mask_dir, "mask_dir") if config.mask_dir else children["labelstr"]
+        mask_root = (
+            _explicit_dir(root, config.mask_dir, "mask_dir") if config.mask_dir else children["labelstr"]
+        )
         return "nnunet", children["imagestr"], mask_root
     image_dirs = [children[n] for n in IMAGE_DIR_NAMES if n in children]
     mask_dirs = [children[n] for n in MASK_DIR_NAMES if n in children]

@@ -70,7 +70,9 @@ def _rows(records: list[dict], base: Path) -> tuple[list[ListRow], list[Path]]:
         rel = Path(os.path.relpath(images[0], base))
         key = str(rec.get("key") or (rel.parent / split_name(rel)[0]).as_posix())
         if key in seen:
-            raise ValueError(f"two list rows have the key {key!r} ({seen[key]} and {images[0]}); add a 'key' column")
+            raise ValueError(
+                f"two list rows have the key {key!r} ({seen[key]} and {images[0]}); add a 'key' column"
+            )
         seen[key] = images[0]
         folder = rel.parent.as_posix()
         rows.append(ListRow(key=key, image=images if len(images) > 1 else images[0], mask=mask[0] if mask else None,
