@@ -280,6 +280,9 @@ def test_bad_arguments_are_refused() -> None:
         ({"spatial_dims": 2, "channels": 1, "size_median": [312, 258]}, "industrial"),
         ({"spatial_dims": 2, "channels": 1, "size_median": [1024, 3000]}, "default"),
         ({"spatial_dims": 2, "channels": 1}, "default"),
+        # The dataset fingerprint's spelling: lists of values seen, sizes as min / median / max.
+        ({"spatial_dims": [2], "channels": [1], "sizes": {"median": [512, 512]}}, "microscopy"),
+        ({"spatial_dims": [2], "channels": [3], "sizes": {"median": [842, 979]}}, "aerial"),
     ],
 )
 def test_choose_preset_rules(fingerprint: dict, expected: str) -> None:

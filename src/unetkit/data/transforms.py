@@ -108,8 +108,10 @@ def choose_preset(fingerprint: Mapping[str, Any]) -> str:
 
     Args:
         fingerprint: ``spatial_dims`` (2 or 3), ``channels``, ``size_median`` (median spatial
-            shape, e.g. ``[H, W]``), and optionally ``georeferenced`` (images carry a CRS) and
-            ``has_roi`` (a region-of-interest / field-of-view mask is given).
+            shape, e.g. ``[H, W]``; ``sizes["median"]`` is accepted too), and optionally
+            ``georeferenced`` (images carry a CRS) and ``has_roi`` (a region-of-interest /
+            field-of-view mask is given). ``spatial_dims`` / ``channels`` may be lists of the
+            values seen; the largest is used.
 
     Returns:
         The first rule that matches:
@@ -126,13 +128,15 @@ def choose_preset(fingerprint: Mapping[str, Any]) -> str:
         On the bundled datasets: ISBI EM -> microscopy, DRIVE with its FOV masks -> medical,
         Dubai aerial -> aerial, magnetic tiles -> industrial, hippocampus MRI -> medical.
     """
-    dims = int(fingerprint.get("spatial_dims", 2))
-    channels = int(fingerprint.get("channels", 1))
+    dims = _largest(fingerprint.get("spatial_dims", 2))
+    channels = _largest(fingerprint.get("channels", 1))
     if dims == 3:
         return "medical"
     if fingerprint.get("georeferenced") or channels > 4:
         return "aerial"
-    size = [float(s) for s in fingerprint.get("size_median", [])][-2:]
+    sizes = fingerprint.get("sizes")
+    median = fingerprint.get("size_median", sizes.get("median", []) if isinstance(sizes, Mapping) else [])
+    size = [float(s) for s in median][-2:]
     if len(size) < 2 or min(size) <= 0:
         return "default"
     short, long = min(size), max(size)
@@ -145,6 +149,13 @@ def choose_preset(fingerprint: Mapping[str, Any]) -> str:
     if long <= 640:
         return "industrial"
     return "default"
+
+
+def _largest(value: Any) -> int:
+    """An int from a fingerprint field given as a number or as the list of values seen."""
+    if isinstance(value, (list, tuple)):
+        return int(max(value)) if value else 0
+    return int(value)
 
 
 def build_augmentation(
