@@ -192,7 +192,11 @@ def build_augmentation(
 
 
 class Augmentation:
-    """Callable paired augmentation (see :func:`build_augmentation`)."""
+    """Callable paired augmentation (see :func:`build_augmentation`).
+
+    Reseeds its albumentations pipeline on every call, so one instance must not be shared by
+    threads running at the same time (data-loader worker processes each get their own copy).
+    """
 
     def __init__(
         self,
