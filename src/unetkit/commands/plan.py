@@ -36,12 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
 def plan_from_data(data: DataConfig, *, device: str, time_budget_s: float | None) -> Plan:
     """Fingerprint the dataset and derive a plan from it."""
-    from unetkit.data.dataset import fingerprint, load_samples
+    from unetkit.data.dataset import load_samples
     from unetkit.data.discovery import discover
+    from unetkit.data.fingerprint import fingerprint
     from unetkit.train.plan import make_plan
 
     samples = discover(data).samples
     if not samples:
         raise ValueError(f"{data.root}: no image/mask pairs found")
-    stats = fingerprint(load_samples(samples, data))
+    stats = fingerprint(load_samples(samples, data), data)
+    stats["has_roi"] = any(s.roi is not None for s in samples)
     return make_plan(data, stats, device=device, time_budget_s=time_budget_s)

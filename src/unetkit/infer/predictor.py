@@ -99,17 +99,9 @@ class Predictor:
 
         if not with_uncertainty:
             return network
-        from unetkit.infer.tta import apply_tta, tta_scales, tta_views
+        from unetkit.infer.tta import make_tta_fn
 
-        views = tta_views(self.infer.tta, self.spatial_dims)
-        scales = tta_scales(self.infer.tta)
-
-        def with_tta(batch: torch.Tensor) -> torch.Tensor:
-            merged, uncertainty = apply_tta(network, batch, views=views, scales=scales, merge="mean",
-                                            return_uncertainty=True)
-            return torch.cat([merged, uncertainty[:, None] if uncertainty.ndim == batch.ndim - 1 else uncertainty], 1)
-
-        return with_tta
+        return make_tta_fn(network, level=self.infer.tta, spatial_dims=self.spatial_dims, uncertainty="variance")
 
     def _check(self, image: np.ndarray) -> None:
         expected = self.spatial_dims + 1

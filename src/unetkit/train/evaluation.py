@@ -48,13 +48,6 @@ def predict_probabilities(
     return probs.cpu().numpy()
 
 
-def probabilities_to_labels(probs: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
-    """Argmax for softmax outputs; ``p >= threshold`` for a single sigmoid channel."""
-    if probs.shape[0] == 1:
-        return (probs[0] >= threshold).astype(np.int64)
-    return probs.argmax(axis=0).astype(np.int64)
-
-
 def foreground_dice(
     pred: np.ndarray, target: np.ndarray, *, num_classes: int, ignore_index: int = 255, background: bool = True
 ) -> float:

@@ -20,7 +20,8 @@ from unetkit.models.base import save_pretrained
 from unetkit.registry import create_model
 from unetkit.train.batches import Example, PatchBatcher
 from unetkit.train.checkpoint import load_training_state, save_training_state
-from unetkit.train.evaluation import foreground_dice, predict_probabilities, probabilities_to_labels
+from unetkit.infer.postprocess import probabilities_to_labels
+from unetkit.train.evaluation import foreground_dice, predict_probabilities
 from unetkit.train.logging import MetricsLog, Progress
 from unetkit.train.precision import autocast, memory_format, resolve_precision
 from unetkit.train.schedule import lr_at
@@ -115,7 +116,8 @@ def train(
         if not state["total_steps"] and step == CALIBRATION_STEPS:
             state["total_steps"] = _steps_for_budget(cfg.time_budget_s or 0, state["elapsed"], step, cfg.val_every)
             progress.set_total(state["total_steps"])
-        progress.update(step, loss=float(loss), lr=lr)
+        loss_value = loss.item()
+        progress.update(step, loss=loss_value, lr=lr)
 
         done = bool(state["total_steps"]) and step >= state["total_steps"]
         val_every = cfg.val_every or max(state["total_steps"] // 8, 1)
@@ -131,8 +133,8 @@ def train(
             save_training_state(
                 run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, numpy_rng_state=rng.bit_generator.state
             )
-            log.write(step=step, loss=float(loss), lr=lr, val_dice=score, elapsed=state["elapsed"])
-            progress.evaluation(step, loss=float(loss), val_dice=score, best=state["best"])
+            log.write(step=step, loss=loss_value, lr=lr, val_dice=score, elapsed=state["elapsed"])
+            progress.evaluation(step, loss=loss_value, val_dice=score, best=state["best"])
         if stop_after and step >= stop_after:
             break
 

@@ -1,0 +1,109 @@
+"""``unetkit evaluate RUN DATA``: per-image CSV, summary JSON and the worst cases as overlays."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from unetkit.commands._data_args import add_data_arguments
+from unetkit.config import Plan
+from unetkit.data.options import DataConfig
+
+METRICS = ("dice", "iou", "precision", "recall")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory written by `unetkit train`")
+    parser.add_argument("data", help="labelled dataset (folder or CSV/JSON list); read with the run's data options")
+    parser.add_argument("--out", default=None, help="output folder (default RUN/eval)")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"))
+    parser.add_argument("--worst", type=int, default=3, help="write overlays of the N worst images")
+    parser.add_argument("--surface", action="store_true", help="also HD95 and surface Dice (slower)")
+    parser.add_argument("--no-fast", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    add_data_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetkit.data.dataset import load_samples
+    from unetkit.data.discovery import discover
+    from unetkit.infer.predictor import Predictor
+
+    run_dir = Path(args.run)
+    plan = Plan.load(run_dir / "plan.yaml")
+    data = _data_config(plan.data, args)
+    overrides = {"tta": args.tta} if args.tta else {}
+    predictor = Predictor.from_run(run_dir, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
+                                   **overrides)
+    out = Path(args.out) if args.out else run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    samples = discover(data).samples
+    if not samples:
+        raise ValueError(f"{args.data}: no labelled images found")
+    names = METRICS + (("hd95", "nsd") if args.surface else ())
+    rows, cases = [], []
+    for sample in load_samples(samples, data):
+        result = predictor(sample.image)
+        scores = _score(result.labels, sample.mask, plan, names)
+        rows.append({"key": sample.key, **scores})
+        cases.append((scores["dice"], sample, result.labels))
+        print(f"{sample.key}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+    summary = {name: float(np.nanmean([r[name] for r in rows])) for name in names}
+    summary["images"] = len(rows)
+    _write_csv(out / "per_image.csv", rows)
+    _write_json(out / "summary.json", summary)
+    _write_worst(out / "worst", cases, args.worst)
+    print("mean: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "images") + f"  ({len(rows)} images)")
+    return 0
+
+
+def _data_config(trained: DataConfig, args: argparse.Namespace) -> DataConfig:
+    """The run's data options with this dataset's location (and folders, if given)."""
+    fields = {**trained.__dict__, "root": str(args.data), "image_dir": args.image_dir, "mask_dir": args.mask_dir,
+              "roi_dir": args.roi_dir}
+    return DataConfig(**fields)
+
+
+def _score(pred: np.ndarray, target: np.ndarray, plan: Plan, names: tuple[str, ...]) -> dict[str, float]:
+    from unetkit.metrics import image_metrics
+
+    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
+    per_class = image_metrics(pred, target, metrics=names, num_classes=classes, ignore_index=plan.data.ignore_index)
+    first = 1 if plan.data.background else 0
+    return {name: float(np.mean(values[first:])) for name, values in per_class.items()}
+
+
+def _write_worst(folder: Path, cases: list, n: int) -> None:  # type: ignore[type-arg]
+    from unetkit.data.io import write_image
+    from unetkit.infer.overlay import make_overlay
+
+    folder.mkdir(exist_ok=True)
+    for dice, sample, labels in sorted(cases, key=lambda c: c[0])[:n]:
+        if labels.ndim != 2:
+            continue
+        image = np.moveaxis(sample.image[:3], 0, -1) if sample.image.shape[0] >= 3 else sample.image[0]
+        safe = sample.key.replace("/", "_")
+        write_image(folder / f"{safe}_pred.png", np.moveaxis(make_overlay(image, labels), -1, 0))
+        truth = np.where(sample.mask == 255, 0, sample.mask)
+        write_image(folder / f"{safe}_truth.png", np.moveaxis(make_overlay(image, truth), -1, 0))
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:  # type: ignore[type-arg]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict) -> None:  # type: ignore[type-arg]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
