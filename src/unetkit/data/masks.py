@@ -28,6 +28,20 @@ from unetkit.data.options import DataConfig
 RGB = tuple[int, int, int]
 
 
+class MaskEncodingError(ValueError):
+    """A mask the configured encoding cannot turn into class indices.
+
+    Attributes:
+        code: machine-readable reason (``unknown_colours``, ``rgb_mask_no_table``, ``mask_0_255``,
+            ``values_outside_classes``, ``unmapped_values``, ``non_integer_mask``, ``bad_mask``), used by
+            ``unetkit check`` to group findings.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def default_class_names(n: int) -> list[str]:
     """``["background", "foreground"]`` for 2 classes, else ``["class_0", ...]``."""
     return ["background", "foreground"] if n == 2 else [f"class_{i}" for i in range(n)]
@@ -107,9 +121,10 @@ def encode_colours(
         top = np.argsort(-counts)[:12]
         listed = ", ".join(f"{hex_colour(_decode(int(values[i])))} ({int(counts[i])} px)" for i in top)
         more = f" and {len(values) - 12} more" if len(values) > 12 else ""
-        raise ValueError(
+        raise MaskEncodingError(
+            "unknown_colours",
             f"{source}: {len(values)} colour(s) not in the colour table: {listed}{more}. "
-            "Add them to the table or to the ignore colours (--ignore-colour)"
+            "Add them to the table or to the ignore colours (--ignore-colour)",
         )
     return targets[order][idx]
 
@@ -167,17 +182,23 @@ class EncodingSuggestion:
     """What the raw mask values look like and which options encode them.
 
     Attributes:
-        kind: ``binary`` | ``indices`` | ``indices_with_ignore`` | ``binary_0_255`` | ``soft_binary`` |
-            ``grey_levels`` | ``rgb`` | ``continuous`` | ``empty``.
-        message: one sentence for the user, naming the option to pass when one is needed.
+        kind: ``binary`` | ``indices`` | ``indices_with_ignore`` (usable as stored) or ``mask_0_255`` |
+            ``soft_mask`` | ``grey_levels`` | ``rgb_mask_no_table`` | ``not_labels`` | ``empty`` (need options).
+        description: what the masks hold, e.g. ``"masks hold {0,255}"``.
+        advice: what to pass (empty when the masks are usable as stored).
         options: suggested ``DataConfig`` fields (``mask_threshold``, ``value_map``, ``colour_table``).
-        needs_options: True when the masks cannot be used as they are.
+        needs_options: True when the masks cannot be used as stored.
     """
 
     kind: str
-    message: str
+    description: str
+    advice: str = ""
     options: dict = field(default_factory=dict)
     needs_options: bool = False
+
+    @property
+    def message(self) -> str:
+        return f"{self.description}: {self.advice}" if self.advice else self.description
 
 
 def infer_mask_encoding(
@@ -198,56 +219,48 @@ def infer_mask_encoding(
     if not values:
         return EncodingSuggestion("empty", "no mask pixels were read", needs_options=True)
     vs = sorted(values)
-    total = sum(values.values())
+    integral = all(float(v).is_integer() for v in vs)
     labelled = [v for v in vs if v != ignore_index]
     if set(vs) <= {0, 1}:
         return EncodingSuggestion("binary", "masks hold class indices {0,1} (binary)")
-    if set(vs) == {0, 255} or set(vs) == {255}:
-        return EncodingSuggestion("binary_0_255", "masks hold {0,255}: pass --mask-threshold 128 or --value-map 255:1",
+    if set(vs) in ({0, 255}, {255}):
+        return EncodingSuggestion("mask_0_255", "masks hold {0,255}", "pass --mask-threshold 128 or --value-map 255:1",
                                   {"mask_threshold": 128}, needs_options=True)  # fmt: skip
+    total = sum(values.values())
     extremes = values.get(0, 0) + values.get(255, 0)
     if len(vs) > 2 and extremes >= 0.95 * total and max(vs) == 255:
         share = 100 * (1 - extremes / total)
-        return EncodingSuggestion(
-            "soft_binary",
-            f"masks are 0/255 with soft edges ({share:.2f}% of pixels in 1..254): pass --mask-threshold 128",
-            {"mask_threshold": 128}, needs_options=True)  # fmt: skip
-    if all(float(v).is_integer() for v in vs) and labelled == list(range(len(labelled))):
+        return EncodingSuggestion("soft_mask", f"masks are 0/255 with soft edges ({share:.2f}% of pixels in 1..254)",
+                                  "pass --mask-threshold 128", {"mask_threshold": 128}, needs_options=True)  # fmt: skip
+    if integral and labelled == list(range(len(labelled))):
         if len(labelled) < len(vs):
-            return EncodingSuggestion("indices_with_ignore",
-                                      f"masks hold class indices 0..{len(labelled) - 1} and ignored pixels ({ignore_index})")  # fmt: skip
+            text = f"masks hold class indices 0..{len(labelled) - 1} and ignored pixels ({ignore_index})"
+            return EncodingSuggestion("indices_with_ignore", text)
         return EncodingSuggestion("indices", f"masks hold class indices 0..{len(vs) - 1}")
-    if len(vs) <= 32 and all(float(v).is_integer() for v in vs):
+    if integral and len(vs) <= 32:
         vm = {int(v): i for i, v in enumerate(vs)}
         spec = ",".join(f"{k}:{i}" for k, i in vm.items())
-        return EncodingSuggestion("grey_levels", f"masks hold {len(vs)} grey levels {_short(vs)}: map them to "
-                                  f"classes with --value-map {spec}", {"value_map": vm}, needs_options=True)  # fmt: skip
+        return EncodingSuggestion("grey_levels", f"masks hold {len(vs)} grey levels {_short(vs)}",
+                                  f"map them to classes with --value-map {spec}", {"value_map": vm}, True)  # fmt: skip
     return EncodingSuggestion(
-        "continuous",
-        f"masks hold {len(vs)} distinct values: they look like images or lossy (JPEG) masks, not labels; "
-        "check --mask-dir, or binarise with --mask-threshold",
+        "not_labels",
+        f"masks hold {len(vs)} distinct values",
+        "they look like images or lossy (JPEG) masks, not labels; check --mask-dir, or binarise with "
+        "--mask-threshold",
         needs_options=True,
     )
 
 
 def _suggest_colours(colours: Mapping[RGB, int]) -> EncodingSuggestion:
     ranked = sorted(colours, key=lambda c: -colours[c])
+    description = f"masks are RGB with {len(ranked)} colours"
     if len(ranked) > 64:
-        return EncodingSuggestion(
-            "continuous",
-            f"masks are RGB with {len(ranked)} colours: too many for a colour table; colour masks must be "
-            "saved lossless (PNG), not JPEG",
-            needs_options=True,
-        )
+        advice = "too many for a colour table; colour masks must be saved lossless (PNG), not JPEG"
+        return EncodingSuggestion("not_labels", description, advice, needs_options=True)
     table = {f"class_{i}": list(c) for i, c in enumerate(ranked)}
     listed = ",".join(f"{name}={hex_colour(c)}" for name, c in table.items())
-    return EncodingSuggestion(
-        "rgb",
-        f"masks are RGB with {len(ranked)} colours: give a colour table (--colour-table), e.g. "
-        f'--colour-table "{listed}" (rename the classes)',
-        {"colour_table": table},
-        needs_options=True,
-    )
+    advice = f'give a colour table (--colour-table), e.g. --colour-table "{listed}" (rename the classes)'
+    return EncodingSuggestion("rgb_mask_no_table", description, advice, {"colour_table": table}, True)
 
 
 def hex_colour(rgb: Sequence[int]) -> str:
@@ -341,13 +354,19 @@ def _single_channel(raw: np.ndarray, source: str) -> np.ndarray:
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):
         if not _grey_rgb(raw):
             n = len(np.unique(_colour_codes(raw, source)))
-            raise ValueError(f"{source}: mask is RGB with {n} colours: give a colour table (--colour-table)")
+            raise MaskEncodingError(
+                "rgb_mask_no_table",
+                f"{source}: mask is RGB with {n} colours: give a colour table (--colour-table)",
+            )
         raw = raw[..., 0]
     if raw.dtype.kind == "f":
         if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-            raise ValueError(f"{source}: mask holds non-integer values; masks must store whole class numbers")
+            raise MaskEncodingError(
+                "non_integer_mask",
+                f"{source}: mask holds non-integer values; masks must store whole class numbers",
+            )
     elif raw.dtype.kind not in "biu":
-        raise ValueError(f"{source}: unsupported mask dtype {raw.dtype}")
+        raise MaskEncodingError("bad_mask", f"{source}: unsupported mask dtype {raw.dtype}")
     return raw
 
 
@@ -358,8 +377,9 @@ def _apply_value_map(
     vm = {int(k): int(v) for k, v in value_map.items()}
     unmapped = [int(v) for v in values if int(v) not in vm and int(v) != ignore_index]
     if unmapped:
-        raise ValueError(
-            f"{source}: mask values {_short(unmapped)} are not in the value map {vm}; add them (RAW:CLASS)"
+        raise MaskEncodingError(
+            "unmapped_values",
+            f"{source}: mask values {_short(unmapped)} are not in the value map {vm}; add them (RAW:CLASS)",
         )
     lut = np.array([vm.get(int(v), ignore_index) for v in values], dtype=np.int64)
     return lut[inverse].reshape(grey.shape)
@@ -371,9 +391,10 @@ def _reject_ignored_foreground(out: np.ndarray, ignore_index: int, source: str) 
         return
     values = set(np.unique(out).tolist())
     if 255 in values and values <= {0, 255}:
-        raise ValueError(
+        raise MaskEncodingError(
+            "mask_0_255",
             f"{source}: masks hold {{0,255}}: pass --mask-threshold 128 or --value-map 255:1 "
-            "(255 is the ignore index; if it really marks unlabelled pixels, declare --classes)"
+            "(255 is the ignore index; if it really marks unlabelled pixels, declare --classes)",
         )
 
 
@@ -382,9 +403,10 @@ def _check_range(out: np.ndarray, n_classes: int, ignore_index: int, source: str
     bad = [int(v) for v in values if v < 0 or (n_classes and v >= n_classes and v != ignore_index)]
     if bad:
         declared = f"0..{n_classes - 1}" if n_classes else "non-negative"
-        raise ValueError(
+        raise MaskEncodingError(
+            "values_outside_classes",
             f"{source}: mask values {_short(bad)} are outside the declared classes ({declared}, "
-            f"ignore {ignore_index}); fix --classes or map them with --value-map"
+            f"ignore {ignore_index}); fix --classes or map them with --value-map",
         )
 
 
@@ -395,9 +417,11 @@ def _colour_codes(raw: np.ndarray, source: str) -> np.ndarray:
     elif raw.ndim in (2, 3):
         rgb = np.repeat(raw[..., None], 3, axis=-1)
     else:
-        raise ValueError(f"{source}: cannot read colours from an array of shape {raw.shape}")
+        raise MaskEncodingError(
+            "bad_mask", f"{source}: cannot read colours from an array of shape {raw.shape}"
+        )
     if rgb.dtype != np.uint8:
-        raise ValueError(f"{source}: colour masks must be 8-bit RGB, got {rgb.dtype}")
+        raise MaskEncodingError("bad_mask", f"{source}: colour masks must be 8-bit RGB, got {rgb.dtype}")
     rgb = rgb.astype(np.int64)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Split:
-    """Keys on each side, in the order they were given."""
+class Split(NamedTuple):
+    """Keys on each side, in the order they were given (unpacks as ``train, val = split``)."""
 
     train: list[str]
     val: list[str]
