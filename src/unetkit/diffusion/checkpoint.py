@@ -1,0 +1,136 @@
+"""Diffusion run directories: ``config.json`` + ``model.safetensors`` (EMA weights). Never unpickles.
+
+``config.json`` uses the same top-level keys as a segmentation checkpoint (``format_version``, ``name``,
+``kwargs``) so that ``unetkit.load_model(RUN)`` also rebuilds the denoiser; the ``diffusion`` section adds
+what sampling needs (noise schedule, image size, channels, class names).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from unetkit.diffusion.schedule import ScheduleConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DiffusionRun:
+    """A loaded run: the denoiser and everything needed to sample from it."""
+
+    model: nn.Module
+    schedule: ScheduleConfig
+    image_size: int
+    channels: int
+    class_names: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_run(
+    directory: str | Path,
+    *,
+    model: nn.Module,
+    schedule: ScheduleConfig,
+    image_size: int,
+    channels: int,
+    class_names: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically.
+
+    Args:
+        model: a registered model built by ``create_model`` (its name and kwargs go into the config).
+        extra: JSON-serialisable notes (e.g. training settings, final loss) stored under ``diffusion.extra``.
+
+    Raises:
+        ValueError: the model was not built through the registry.
+    """
+    from unetkit import __version__
+
+    name, kwargs = getattr(model, "registry_name", ""), getattr(model, "init_kwargs", None)
+    if not name or kwargs is None:
+        raise ValueError(f"{type(model).__name__} was not built with create_model; cannot save how to rebuild it")
+    config = {
+        "format_version": FORMAT_VERSION,
+        "unetkit_version": __version__,
+        "name": name,
+        "kwargs": kwargs,
+        "diffusion": {
+            "schedule": schedule.to_dict(),
+            "image_size": image_size,
+            "channels": channels,
+            "class_names": list(class_names or []),
+            "extra": extra or {},
+        },
+    }
+    text = json.dumps(config, indent=2, sort_keys=True)  # fails here, before any file is touched
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp_weights = directory / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp_weights), metadata={"format_version": str(FORMAT_VERSION)})
+    os.replace(tmp_weights, directory / WEIGHTS_NAME)
+    write_text_atomic(directory / CONFIG_NAME, text)
+    return directory
+
+
+def load_run(directory: str | Path, *, device: str | torch.device = "cpu") -> DiffusionRun:
+    """Rebuild a run saved by :func:`save_run`.
+
+    Raises:
+        FileNotFoundError: ``config.json`` or ``model.safetensors`` is missing.
+        ValueError: not a diffusion run, a newer format, or weights that do not fit the model.
+    """
+    from unetkit.registry import create_model
+
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: a diffusion run needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        config = json.loads(config_path.read_text())
+        name, kwargs, version = config["name"], config["kwargs"], int(config["format_version"])
+        section = config["diffusion"]
+        schedule = ScheduleConfig.from_dict(section["schedule"])
+        image_size, channels = int(section["image_size"]), int(section["channels"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{config_path}: not a unetkit diffusion run config ({err!r})") from err
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{config_path}: format version {version} is newer than this unetkit reads ({FORMAT_VERSION})")
+    model = create_model(name, **kwargs)
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{weights_path}: unreadable safetensors file ({err})") from err
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{weights_path}: weights do not fit the model in {config_path} ({err})") from err
+    if missing or unexpected:
+        raise ValueError(f"{weights_path}: weights do not fit the model; missing {missing[:10]}, unexpected {unexpected[:10]}")
+    return DiffusionRun(
+        model=model.to(device).eval(),
+        schedule=schedule,
+        image_size=image_size,
+        channels=channels,
+        class_names=list(section.get("class_names", [])),
+        extra=dict(section.get("extra", {})),
+    )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
