@@ -176,6 +176,10 @@ def test_json_report_and_library_api(isbi_crops: Path, capsys: pytest.CaptureFix
     assert code == 1 and report["ok"] is False and report["errors"] == 1
     assert report["findings"][0]["code"] == "mask_0_255" and report["findings"][0]["severity"] == "error"
     assert report["summary"]["num_samples"] == 3
+    bad = check_dataset(DataConfig(root=str(isbi_crops)))
+    assert bad.has_errors and bad.to_text(errors_only=True) == (
+        "ERROR   [mask_0_255] masks hold {0,255}: pass --mask-threshold 128 or --value-map 255:1"
+    )
     good = check_dataset(DataConfig(root=str(isbi_crops), value_map={0: 1, 255: 0}))
     assert good.ok and not good.has_errors
     fp = good.summary["fingerprint"]

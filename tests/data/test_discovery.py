@@ -97,6 +97,15 @@ def test_alternative_folder_names_and_unmatched_files_are_reported(tmp_path: Pat
     assert [p.name for p in result.unmatched_masks] == ["orphan.png"]
 
 
+def test_flat_images_with_a_masks_subfolder(tmp_path: Path) -> None:
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png")
+    png(tmp_path / "masks" / "a.png")
+    result = discover(DataConfig(root=str(tmp_path)))
+    assert result.layout == "flat" and keys(result) == ["a"]  # masks/a.png is not an image
+    assert [p.name for p in result.unmatched_images] == ["b.png"] and not result.unmatched_masks
+
+
 def test_explicit_dirs_with_drive_style_names_and_roi(tmp_path: Path) -> None:
     for i in (21, 22):
         png(tmp_path / "training" / "images" / f"{i}_training.tif")

@@ -114,6 +114,17 @@ def test_volume_mask_passes_through() -> None:
     assert out.shape == (4, 5, 6) and out[1, 2, 3] == 2 and out.sum() == 2
 
 
+def test_volume_with_three_slices_is_not_mistaken_for_colour() -> None:
+    raw = np.zeros((5, 6, 3), dtype=np.uint8)
+    raw[0, 0, 2] = 1
+    raw[1, 0, 0] = 2  # channels differ: as a (H, W, 3) colour mask this would be "RGB without a table"
+    out = encode_mask(raw, DataConfig(), spatial_ndim=3)
+    np.testing.assert_array_equal(out, raw)
+    assert count_values(raw, spatial_ndim=3) == ({0: 88, 1: 1, 2: 1}, {})
+    with pytest.raises(MaskEncodingError, match="RGB"):
+        encode_mask(raw, DataConfig())  # without the hint a trailing axis of 3 means colour
+
+
 # --- colour masks -----------------------------------------------------------------------------------
 
 

@@ -212,7 +212,7 @@ def _scan_mask(
         except (ValueError, OSError) as err:
             scan.problems["unreadable_mask"].append((str(path), str(err)))
             return None
-        values, colours = count_values(raw)
+        values, colours = count_values(raw, spatial_ndim=len(spatial))
         scan.values.update(values)
         scan.colours.update(colours)
         if mask_spatial_shape(raw, len(spatial)) != spatial:
@@ -225,7 +225,7 @@ def _scan_mask(
         if isinstance(sample.mask, list):
             mask = encode_multilabel(raws, spatial, config)
         else:
-            mask = encode_mask(raws[0], config, source=str(sample.mask))  # type: ignore[arg-type]
+            mask = encode_mask(raws[0], config, source=str(sample.mask), spatial_ndim=len(spatial))  # type: ignore[arg-type]
         return _scan_roi(sample, config, mask, spatial, scan)
     except MaskEncodingError as err:
         scan.problems[err.code].append((str(sample.mask), str(err)))

@@ -17,7 +17,7 @@ import numpy as np
 from unetkit.data._raw import read_image_array, read_mask_array
 from unetkit.data.discovery import Sample
 from unetkit.data.fingerprint import fingerprint
-from unetkit.data.masks import apply_roi, encode_mask, encode_multilabel
+from unetkit.data.masks import apply_roi, encode_mask, encode_multilabel, is_colour
 from unetkit.data.options import DataConfig
 
 __all__ = ["LoadedSample", "load_sample", "load_samples", "read_sample_image", "fingerprint"]
@@ -121,7 +121,7 @@ def read_sample_mask(sample: Sample, config: DataConfig, *, spatial: Sequence[in
         assert sample.mask is not None
         raw = read_mask_array(sample.mask, resolve_palette=resolve)
         _check_size(sample, sample.mask, raw, spatial)
-        mask = encode_mask(raw, config, source=str(sample.mask))
+        mask = encode_mask(raw, config, source=str(sample.mask), spatial_ndim=len(spatial))
     if sample.roi is not None:
         roi = read_mask_array(sample.roi, resolve_palette=False)
         _check_size(sample, sample.roi, roi, spatial, what="ROI")
@@ -131,7 +131,7 @@ def read_sample_mask(sample: Sample, config: DataConfig, *, spatial: Sequence[in
 
 def mask_spatial_shape(raw: np.ndarray, n_spatial: int) -> tuple[int, ...]:
     """Spatial shape of a raw mask: ``(H, W, 3)`` colour masks lose their colour axis."""
-    if raw.ndim == n_spatial + 1 and raw.shape[-1] in (3, 4):
+    if is_colour(raw, n_spatial):
         return tuple(raw.shape[:-1])
     return tuple(raw.shape)
 

@@ -11,7 +11,7 @@ Layouts, tried in this order:
 * paired folders: one of ``images/ image/ imgs/ img/ inputs/ input/`` with one of ``masks/ mask/ labels/
   label/ gt/ annotations/ ...`` (sub-folders allowed: files are paired by relative folder + stem, the
   extensions may differ);
-* a folder holding only images (no masks; for prediction).
+* images directly in ``root`` (``flat``), with a ``masks/``-like sub-folder or without masks (prediction).
 
 Multi-label masks (``DataConfig.task == "multilabel"``) are one binary file per class in
 ``<mask_dir>/<class_name>/<same relative path and stem as the image>``; ``Sample.mask`` is then a list in
@@ -85,7 +85,7 @@ class DiscoveryResult:
         images_without_roi: images that got no ROI file although ``roi_dir`` is set.
         unmatched_rois: ROI files with no image.
         missing_files: files named in a list (CSV/JSON) that do not exist; their rows are skipped.
-        layout: ``list`` | ``explicit`` | ``nnunet`` | ``folders`` | ``images_only``.
+        layout: ``list`` | ``explicit`` | ``nnunet`` | ``folders`` | ``flat`` (images directly in ``root``).
         image_root / mask_root / roi_root: the folders used (``None`` when absent).
         dataset_json: the nnU-Net ``dataset.json`` contents when present.
     """
@@ -261,7 +261,7 @@ def _resolve_roots(root: Path, config: DataConfig) -> tuple[str, Path, Path | No
     if image_dirs:
         return "folders", image_dirs[0], (mask_dirs[0] if mask_dirs else None)
     if any(is_data_file(p) for p in root.iterdir()):
-        return "images_only", root, (mask_dirs[0] if mask_dirs else None)
+        return "flat", root, (mask_dirs[0] if mask_dirs else None)
     if not children:
         raise ValueError(f"{root} is empty: no image files and no sub-folders")
     raise ValueError(

@@ -61,13 +61,17 @@ def resolve_classes(config: DataConfig) -> list[str]:
     return []
 
 
-def encode_mask(raw: np.ndarray, config: DataConfig, *, source: str = "mask") -> np.ndarray:
+def encode_mask(
+    raw: np.ndarray, config: DataConfig, *, source: str = "mask", spatial_ndim: int | None = None
+) -> np.ndarray:
     """Encode one raw mask as class indices.
 
     Args:
         raw: ``(H, W)`` / ``(D, H, W)`` values or ``(H, W, 3|4)`` colours, as read from the file.
         config: the encoding options (module docstring).
         source: the file name, used in error messages.
+        spatial_ndim: the image's number of spatial axes, when known; it tells a colour mask ``(H, W, 3)``
+            from a volume with 3 slices. Without it a trailing axis of 3-4 is taken as colour.
 
     Returns:
         int64 array of the spatial shape: class indices, ``config.ignore_index`` where unlabelled.
@@ -79,7 +83,7 @@ def encode_mask(raw: np.ndarray, config: DataConfig, *, source: str = "mask") ->
     if config.colour_table:
         return encode_colours(raw, config.colour_table, config.ignore_colours,
                               ignore_index=config.ignore_index, source=source)  # fmt: skip
-    grey = _single_channel(raw, source)
+    grey = _single_channel(raw, source, colour=is_colour(raw, spatial_ndim))
     n_classes = len(resolve_classes(config))
     if config.mask_threshold is not None:
         grey = (grey >= config.mask_threshold).astype(np.int64)
@@ -141,7 +145,7 @@ def encode_multilabel(
     out = np.zeros((len(layers), *shape), dtype=np.int64)
     for i, layer in enumerate(layers):
         if layer is not None:
-            out[i] = _single_channel(layer, f"class {i}") >= threshold
+            out[i] = _single_channel(layer, f"class {i}", colour=is_colour(layer, len(shape))) >= threshold
     return out
 
 
@@ -164,15 +168,25 @@ def apply_roi(mask: np.ndarray, roi: np.ndarray, *, ignore_index: int, source: s
     return out
 
 
-def count_values(raw: np.ndarray) -> tuple[dict[int, int], dict[RGB, int]]:
+def is_colour(raw: np.ndarray, spatial_ndim: int | None = None) -> bool:
+    """True for a channel-last colour mask: ``spatial_ndim + 1`` axes, or (unknown dims) ``(H, W, 3|4)``."""
+    if spatial_ndim is not None:
+        return raw.ndim == spatial_ndim + 1 and raw.shape[-1] in (3, 4)
+    return raw.ndim == 3 and raw.shape[-1] in (3, 4)
+
+
+def count_values(
+    raw: np.ndarray, *, spatial_ndim: int | None = None
+) -> tuple[dict[int, int], dict[RGB, int]]:
     """Histogram a raw mask: ``(value -> pixels, {})`` for grey masks or ``({}, colour -> pixels)`` for RGB.
 
-    RGB masks whose channels are all equal count as grey.
+    RGB masks whose channels are all equal count as grey. ``spatial_ndim`` as in :func:`encode_mask`.
     """
-    if raw.ndim == 3 and raw.shape[-1] in (3, 4) and not _grey_rgb(raw):
+    colour = is_colour(raw, spatial_ndim)
+    if colour and not _grey_rgb(raw):
         codes, counts = np.unique(_colour_codes(raw, "mask"), return_counts=True)
         return {}, {_decode(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
-    grey = raw[..., 0] if raw.ndim == 3 and raw.shape[-1] in (3, 4) else raw
+    grey = raw[..., 0] if colour else raw
     values, counts = np.unique(grey, return_counts=True)
     return {_as_number(v): int(n) for v, n in zip(values, counts, strict=True)}, {}
 
@@ -349,9 +363,8 @@ def parse_value_map(spec: str) -> dict[int, int]:
     return out
 
 
-def _single_channel(raw: np.ndarray, source: str) -> np.ndarray:
-    # (H, W, 3|4) is a colour mask; a volume would need a last axis of 3-4 voxels to look like one.
-    if raw.ndim == 3 and raw.shape[-1] in (3, 4):
+def _single_channel(raw: np.ndarray, source: str, *, colour: bool) -> np.ndarray:
+    if colour:
         if not _grey_rgb(raw):
             n = len(np.unique(_colour_codes(raw, source)))
             raise MaskEncodingError(
