@@ -267,15 +267,16 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """Zero-pad the spatial dims up to a multiple (split evenly between both sides); return the crop back."""
     spatial = x.shape[2:]
-    pads: list[int] = []
+    pads: list[tuple[int, int]] = []
     crop: list[slice] = []
     for size in spatial:
         total = (multiple - size % multiple) % multiple
         before = total // 2
         crop.append(slice(before, before + size))
         pads.append((before, total - before))
-    if not any(p for pair in pads for p in pair):
-        return x, tuple(slice(None) for _ in spatial)
+    # Always pad (by zero when the size already fits) and never branch on the size: under torch.export
+    # (ONNX export) sizes are symbolic, and an ``if`` on them bakes the example input's case into the
+    # graph; an export traced at 64x64 then failed at 97x131. The extra copy is negligible in eager mode.
     # F.pad takes pads for the last dim first.
     flat = [p for pair in reversed(pads) for p in pair]
     return F.pad(x, flat), tuple(crop)
