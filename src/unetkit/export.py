@@ -1,0 +1,246 @@
+"""ONNX export of segmentation models (or any module mapping one image batch to tensors).
+
+The graph is captured with the ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``),
+with dynamic batch and spatial axes, and checked against eager PyTorch in ONNX Runtime at two input
+sizes before the file appears on disk.
+
+Example:
+    >>> model = unetkit.create_model("unet", in_channels=1, classes=2)
+    >>> report = export_onnx(model, "unet.onnx", example_shape=(1, 1, 256, 256))
+    >>> report["max_abs_diff"]  # {'1x1x256x256': 1.2e-06, '2x1x280x280': 1.4e-06}
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+# The torch.export-based exporter implements ONNX opset 18 and newer; asking for 17 makes it try a
+# version down-conversion that fails for Pad (used by the models' internal padding).
+MIN_OPSET = 18
+DEFAULT_OPSET = 18
+DEFAULT_STRIDE = 32
+SPATIAL_AXIS_NAMES = {2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+class ONNXCheckError(RuntimeError):
+    """The exported graph disagrees with eager PyTorch beyond the tolerance."""
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    example_shape: Sequence[int],
+    opset: int = DEFAULT_OPSET,
+    dynamic_hw: bool = True,
+    check: bool = True,
+    atol: float = 1e-4,
+    check_shapes: Sequence[Sequence[int]] | None = None,
+    input_name: str = "image",
+    output_name: str = "logits",
+) -> dict[str, Any]:
+    """Export ``model`` to ONNX with a dynamic batch (and spatial) size; optionally verify it.
+
+    Args:
+        model: any module whose ``forward(x)`` takes one ``(N, C, *spatial)`` tensor and returns a tensor
+            (or a tuple/list of tensors): a registered segmentation model, or a wrapper around one.
+            It is exported in eval mode; its train/eval mode is restored afterwards.
+        path: destination ``.onnx`` file, written atomically (temp file + rename) and only after the check.
+        example_shape: ``(N, C, H, W)`` or ``(N, C, D, H, W)`` used to trace the graph (N=1 is traced
+            as N=2 so that the batch axis stays dynamic).
+        opset: ONNX opset (>= 18, the oldest the exporter implements).
+        dynamic_hw: make the spatial axes dynamic (otherwise only the batch axis is).
+        check: run ONNX Runtime on ``check_shapes`` and compare with eager PyTorch.
+        atol: largest allowed absolute difference between ONNX Runtime and eager outputs.
+        check_shapes: input shapes for the check; default: ``example_shape`` and a second shape with
+            batch + 1 and, with ``dynamic_hw``, spatial sizes that are not a multiple of the model's
+            output stride (``model.encoder.output_stride`` if it exists, else 32).
+        input_name / output_name: graph input and output names (several outputs get ``_0``, ``_1``...).
+
+    Returns:
+        ``{"path", "opset", "file_size_bytes", "input_name", "output_names", "dynamic_axes",
+        "max_abs_diff"}``; ``max_abs_diff`` maps ``"NxCxHxW"`` of each checked shape to the largest
+        absolute difference (empty when ``check`` is False).
+
+    Raises:
+        ValueError: bad arguments (shape, opset, tolerance).
+        ONNXCheckError: ONNX Runtime and eager outputs differ by more than ``atol``, or in shape.
+        ModuleNotFoundError: ``onnxscript`` (export) or ``onnxruntime`` (check) is not installed.
+    """
+    example_shape = _check_shape(example_shape, "example_shape")
+    _check_args(model, opset=opset, atol=atol)
+    spatial_dims = len(example_shape) - 2
+    if spatial_dims not in SPATIAL_AXIS_NAMES:
+        raise ValueError(f"example_shape must be (N, C, H, W) or (N, C, D, H, W), got {example_shape}")
+    shapes = (
+        [_check_shape(s, "check_shapes entry") for s in check_shapes]
+        if check_shapes is not None
+        else _default_check_shapes(model, example_shape, dynamic_hw=dynamic_hw)
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    modes = {m: m.training for m in model.modules()}  # restored exactly (e.g. a frozen encoder)
+    model.eval()
+    try:
+        program = _capture(model, example_shape, opset=opset, dynamic_hw=dynamic_hw, input_name=input_name)
+        output_names = _rename_outputs(program, output_name)
+        # A unique temp name in the destination folder (same filesystem, so os.replace is atomic).
+        tmp_name = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
+        try:
+            # One self-contained file (no external data), so the rename below publishes all of it.
+            program.save(tmp_name, external_data=False)
+            diffs = _check_against_eager(model, tmp_name, shapes, atol=atol) if check else {}
+            os.replace(tmp_name, path)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    axes = {0: "batch"}
+    if dynamic_hw:
+        axes.update({2 + i: n for i, n in enumerate(SPATIAL_AXIS_NAMES[spatial_dims])})
+    return {
+        "path": str(path),
+        "opset": opset,
+        "file_size_bytes": path.stat().st_size,
+        "input_name": input_name,
+        "output_names": output_names,
+        "dynamic_axes": axes,
+        "max_abs_diff": diffs,
+    }
+
+
+def _capture(
+    model: nn.Module, example_shape: tuple[int, ...], *, opset: int, dynamic_hw: bool, input_name: str
+):
+    try:
+        import onnxscript  # noqa: F401  (the exporter's translation library)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "ONNX export needs onnxscript and onnx: pip install onnx onnxscript"
+        ) from err
+    # torch.export specialises axes whose example size is 1, so a batch of 1 is traced as 2.
+    trace_shape = (max(example_shape[0], 2), *example_shape[1:])
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    example = torch.randn(trace_shape, device=device)
+    spatial_names = SPATIAL_AXIS_NAMES[len(example_shape) - 2]
+    axes: dict[int, Any] = {0: torch.export.Dim("batch")}
+    if dynamic_hw:
+        axes.update({2 + i: torch.export.Dim(n) for i, n in enumerate(spatial_names)})
+    with warnings.catch_warnings():
+        # AttentionGate keeps its last coefficients on the module for visualisation; torch.export warns
+        # that the attribute was assigned while tracing. It does not enter the graph, so it is harmless.
+        warnings.filterwarnings(
+            "ignore", message=r"The tensor attributes .*coefficients.* were assigned during export"
+        )
+        try:
+            return torch.onnx.export(
+                model,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                input_names=[input_name],
+                dynamic_shapes=(axes,),
+                verbose=False,
+                optimize=True,
+            )
+        except Exception as err:  # the exporter raises many error types; say which model failed
+            raise RuntimeError(f"ONNX export of {type(model).__name__} failed: {err}") from err
+
+
+def _rename_outputs(program: Any, output_name: str) -> list[str]:
+    outputs = program.model.graph.outputs
+    names = [output_name] if len(outputs) == 1 else [f"{output_name}_{i}" for i in range(len(outputs))]
+    for value, name in zip(outputs, names, strict=True):
+        value.name = name
+    return names
+
+
+def _check_against_eager(
+    model: nn.Module, onnx_path: str, shapes: list[tuple[int, ...]], *, atol: float
+) -> dict[str, float]:
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "the ONNX check needs onnxruntime: pip install onnxruntime, or pass check=False"
+        ) from err
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    diffs: dict[str, float] = {}
+    for shape in shapes:
+        x = torch.randn(shape, generator=generator)
+        with torch.inference_mode():
+            expected = [t.float().cpu().numpy() for t in _as_list(model(x.to(device)))]
+        key = "x".join(map(str, shape))
+        try:
+            got = session.run(None, {input_name: x.numpy()})
+        except Exception as err:  # e.g. a size baked into the graph at trace time
+            raise ONNXCheckError(f"input {key}: ONNX Runtime failed on the exported graph: {err}") from err
+        if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected, strict=True)):
+            raise ONNXCheckError(
+                f"input {key}: ONNX Runtime output shapes {[g.shape for g in got]} != eager {[e.shape for e in expected]}"
+            )
+        diffs[key] = max(
+            float(np.max(np.abs(g - e))) if e.size else 0.0 for g, e in zip(got, expected, strict=True)
+        )
+        if not diffs[key] <= atol:  # also catches NaN
+            raise ONNXCheckError(
+                f"input {key}: ONNX Runtime differs from eager by {diffs[key]:.3g} > atol={atol:g}"
+            )
+    return diffs
+
+
+def _as_list(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in out):
+        return list(out)
+    raise TypeError(f"the model must return a tensor or a list/tuple of tensors, got {type(out).__name__}")
+
+
+def _default_check_shapes(
+    model: nn.Module, example_shape: tuple[int, ...], *, dynamic_hw: bool
+) -> list[tuple[int, ...]]:
+    n, c, *spatial = example_shape
+    if not dynamic_hw:
+        return [example_shape, (n + 1, c, *spatial)]
+    stride = int(getattr(getattr(model, "encoder", None), "output_stride", DEFAULT_STRIDE))
+    # Next multiple above, plus half a stride plus one: never a multiple of the stride (for stride > 1).
+    other = [(s // stride + 1) * stride + stride // 2 + 1 for s in spatial]
+    return [example_shape, (n + 1, c, *other)]
+
+
+def _check_shape(shape: Sequence[int], what: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(s) for s in shape)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be a sequence of positive ints, got {shape!r}") from err
+    if len(out) < 3 or any(s < 1 for s in out):
+        raise ValueError(f"{what} must be (N, C, *spatial) with positive sizes, got {shape!r}")
+    return out
+
+
+def _check_args(model: nn.Module, *, opset: int, atol: float) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if opset < MIN_OPSET:
+        raise ValueError(
+            f"opset {opset} is not supported: torch's ONNX exporter emits opset {MIN_OPSET} or newer "
+            "(older runtimes: onnxruntime >= 1.14 reads opset 18)"
+        )
+    if not atol > 0:
+        raise ValueError(f"atol must be > 0, got {atol}")
