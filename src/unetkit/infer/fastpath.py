@@ -28,7 +28,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 def _fold_sequential(seq: nn.Sequential) -> None:
     names = list(seq._modules)
-    for a, b in zip(names, names[1:]):
+    for a, b in zip(names, names[1:], strict=False):
         conv, bn = seq._modules[a], seq._modules[b]
         if isinstance(conv, _CONVS) and isinstance(bn, _BNS) and bn.track_running_stats:
             seq._modules[a] = _fused(conv, bn)
@@ -37,12 +37,17 @@ def _fold_sequential(seq: nn.Sequential) -> None:
 
 @torch.no_grad()
 def _fused(conv: nn.Module, bn: nn.Module) -> nn.Module:
+    # Computed in float64 and rounded once, so the folded weights are as close to exact as fp32 allows.
     fused = copy.deepcopy(conv)
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shape = (-1,) + (1,) * (conv.weight.ndim - 1)
-    fused.weight.copy_(conv.weight * scale.reshape(shape))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+    weight = conv.weight.double()
+    mean, var = bn.running_mean.double(), bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)  # affine=False
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    fused.weight.copy_((weight * scale.reshape(shape)).to(conv.weight.dtype))
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
+    fused.bias = nn.Parameter(((bias - mean) * scale + beta).to(conv.weight.dtype))
     return fused
 
 

@@ -23,6 +23,8 @@ from unetkit.infer.fastpath import prepare_for_inference
 from unetkit.models.base import load_model
 from unetkit.train.precision import autocast
 
+BACKENDS = ("torch", "onnx")
+
 
 @dataclass
 class Prediction:
@@ -37,24 +39,69 @@ class Predictor:
     """Predict any-size images with a trained model and its plan."""
 
     def __init__(
-        self, model: torch.nn.Module, plan: Plan, *, device: str = "cpu", fast: bool = True, infer: InferConfig | None = None
+        self,
+        model: torch.nn.Module,
+        plan: Plan,
+        *,
+        device: str = "cpu",
+        fast: bool = True,
+        infer: InferConfig | None = None,
+        backend: str = "torch",
+        onnx_path: str | Path | None = None,
     ) -> None:
+        """Args:
+            model: the trained network (not modified; the fast path works on a copy).
+            plan: the run's plan (normalisation, spatial dims, inference settings).
+            device: torch device for the ``torch`` backend.
+            fast: ``torch`` backend: fold batch norm + channels_last (+ bf16 where native); False = plain fp32.
+            infer: inference settings replacing ``plan.infer``.
+            backend: ``torch`` or ``onnx`` (ONNX Runtime on the CPU; see :mod:`unetkit.infer.onnx_backend`).
+            onnx_path: ``onnx`` backend: a graph written by ``unetkit export`` for this model; without it the
+                model is exported to a temporary file first (slow: tens of seconds).
+
+        Raises:
+            ValueError: unknown backend or inference settings.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.plan = plan
         self.infer = infer or plan.infer
         self.device = torch.device(device)
         self.spatial_dims = plan.data.spatial_dims
-        self.model, self.amp_dtype, self.layout = prepare_for_inference(
-            model, spatial_dims=self.spatial_dims, fast=fast, device=self.device
-        )
+        self.backend = backend
+        self._onnx = None
+        if backend == "onnx":
+            self.model, self.amp_dtype, self.layout = model.eval(), None, None
+            self._onnx = _onnx_runner(model, plan, self.infer, onnx_path)
+        else:
+            self.model, self.amp_dtype, self.layout = prepare_for_inference(
+                model, spatial_dims=self.spatial_dims, fast=fast, device=self.device
+            )
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "cpu", fast: bool = True,
+                 backend: str = "torch", onnx_path: str | Path | None = None,
                  **infer_overrides: object) -> Predictor:
-        """Load ``RUN/<checkpoint>`` and ``RUN/plan.yaml``; ``infer_overrides`` replace plan.infer fields (e.g. tta='d4')."""
+        """Load ``RUN/<checkpoint>`` and ``RUN/plan.yaml``; ``infer_overrides`` replace plan.infer fields (e.g. tta='d4').
+
+        Raises:
+            FileNotFoundError: missing plan or checkpoint.
+            ValueError: an override that is not an inference setting.
+        """
         run_dir = Path(run_dir)
         plan = Plan.load(run_dir / "plan.yaml")
+        known = set(plan.infer.__dict__)
+        unknown = sorted(set(infer_overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown inference setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         infer = InferConfig(**{**plan.infer.__dict__, **infer_overrides})
-        return cls(load_model(run_dir / checkpoint), plan, device=device, fast=fast, infer=infer)
+        return cls(load_model(run_dir / checkpoint), plan, device=device, fast=fast, infer=infer, backend=backend,
+                   onnx_path=onnx_path)
+
+    @property
+    def with_uncertainty(self) -> bool:
+        """Whether tiles carry an extra uncertainty channel (with test-time augmentation)."""
+        return self.infer.tta != "none"
 
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -63,9 +110,9 @@ class Predictor:
 
         self._check(image)
         x = torch.from_numpy(normalize(image, mode=self.plan.data.normalization))
-        want_uncertainty = self.infer.tta != "none"
+        want_uncertainty = self.with_uncertainty
         out = sliding_window_predict(
-            self._tile_fn(want_uncertainty),
+            self.tile_fn(),
             x,
             tile_size=tuple(self.infer.tile_size),
             overlap=self.infer.overlap,
@@ -85,23 +132,31 @@ class Predictor:
             labels = remove_small_components(labels, min_size=self.infer.min_size)
         return Prediction(labels=labels, probabilities=probs, uncertainty=uncertainty)
 
-    def _tile_fn(self, with_uncertainty: bool):  # type: ignore[no-untyped-def]
-        """Tiles ``(B, C, *tile)`` -> ``(B, K[+1], *tile)``: probabilities (+ uncertainty channel under TTA)."""
-
-        def network(batch: torch.Tensor) -> torch.Tensor:
-            batch = batch.to(self.device)
-            if self.layout is not None:
-                batch = batch.contiguous(memory_format=self.layout)
-            with autocast(self.device, self.amp_dtype):
-                logits = self.model(batch)
-            logits = logits.float()
-            return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-
-        if not with_uncertainty:
+    def tile_fn(self):  # type: ignore[no-untyped-def]
+        """Tiles ``(B, C, *tile)`` (normalised) -> ``(B, K[+1], *tile)``: probabilities, plus an uncertainty
+        channel last when :attr:`with_uncertainty` (TTA variance across views, averaged over classes)."""
+        network = self._network
+        if not self.with_uncertainty:
             return network
         from unetkit.infer.tta import make_tta_fn
 
-        return make_tta_fn(network, level=self.infer.tta, spatial_dims=self.spatial_dims, uncertainty="variance")
+        # max_batch: a TTA call sends at most batch_size samples to the network, as without TTA, so the
+        # views of a batch of tiles do not multiply peak memory by the number of views.
+        return make_tta_fn(network, level=self.infer.tta, spatial_dims=self.spatial_dims, uncertainty="variance",
+                           max_batch=self.infer.batch_size)
+
+    def _network(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._onnx is not None:
+            return self._onnx(batch)
+        batch = batch.to(self.device)
+        if self.layout is not None:
+            batch = batch.contiguous(memory_format=self.layout)
+        with autocast(self.device, self.amp_dtype):
+            logits = self.model(batch)
+        if isinstance(logits, (list, tuple)):  # deep supervision: the full-resolution output comes first
+            logits = logits[0]
+        logits = logits.float()
+        return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
 
     def _check(self, image: np.ndarray) -> None:
         expected = self.spatial_dims + 1
@@ -110,3 +165,18 @@ class Predictor:
         channels = int(self.plan.model.kwargs.get("in_channels", image.shape[0]))
         if image.shape[0] != channels:
             raise ValueError(f"the model takes {channels} channel(s); the image has {image.shape[0]}")
+
+
+def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_path: str | Path | None):  # type: ignore[no-untyped-def]
+    """An ONNX Runtime tile runner for ``onnx_path``, or for ``model`` exported to a temporary file."""
+    import tempfile
+
+    from unetkit.infer.onnx_backend import OnnxTileRunner, export_pipeline
+
+    if onnx_path is not None:
+        return OnnxTileRunner(onnx_path)
+    with tempfile.TemporaryDirectory(prefix="unetkit_onnx_") as tmp:
+        path = Path(tmp) / "model.onnx"
+        channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
+        export_pipeline(model, path, in_channels=channels, tile_size=infer.tile_size)
+        return OnnxTileRunner(path)  # the session holds the graph in memory; the file may go
