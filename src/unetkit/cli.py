@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
         # Library errors carry a message meant for the user; no traceback for them.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"unetkit {args.command}: error: {message}", file=sys.stderr)
