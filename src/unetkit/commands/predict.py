@@ -1,5 +1,13 @@
 """``unetkit predict RUN INPUTS... --out DIR``: masks (same format/geometry as the input), overlays,
-optional probabilities and uncertainty. A bad input is reported and skipped; exit 1 at the end."""
+optional probabilities and uncertainty. A bad input is reported and skipped; exit 1 at the end.
+
+Outputs per input ``<stem>.<ext>``: the mask ``<stem>.<ext>`` for TIFF / NIfTI inputs (same CRS and
+transform, or the same affine), ``<stem>.png`` otherwise; ``<stem>_prob`` and ``<stem>_uncertainty`` as
+float32 ``.tif`` (``.nii.gz`` for NIfTI inputs, with the input's affine); ``<stem>_overlay.png`` for 2D
+images. Every file is written to a temporary name and renamed into place once complete.
+Single-page TIFFs larger than ``--window-threshold`` pixels (or any with ``--windowed``) are predicted
+window by window (:mod:`unetkit.infer.raster`): memory is bounded, no overlay, no ``--min-size``.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +20,12 @@ import numpy as np
 
 from unetkit.data._common import full_suffix
 
+NIFTI = (".nii", ".nii.gz")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from unetkit.infer.raster import DEFAULT_WINDOWED_PIXELS
+
     parser.add_argument("run", help="run directory written by `unetkit train`")
     parser.add_argument("inputs", nargs="+", help="image files, folders or globs")
     parser.add_argument("--out", required=True, help="output folder")
@@ -26,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.tif (needs --tta)")
     parser.add_argument("--no-overlay", action="store_true", help="skip <stem>_overlay.png")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
+    parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                        help="run this graph (from `unetkit export` of the same run) in ONNX Runtime")
+    parser.add_argument("--windowed", action="store_true", help="predict every TIFF window by window")
+    parser.add_argument("--window-threshold", type=int, default=DEFAULT_WINDOWED_PIXELS, metavar="PIXELS",
+                        help=f"TIFFs with more pixels are predicted window by window (default {DEFAULT_WINDOWED_PIXELS})")
     parser.add_argument("--device", default="cpu")
 
 
@@ -34,22 +51,24 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size}.items()
                  if v is not None}
-    if args.uncertainty and overrides.get("tta", "none") == "none":
+    predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
+                                   backend="onnx" if args.onnx else "torch", onnx_path=args.onnx, **overrides)
+    if args.uncertainty and not predictor.with_uncertainty:
         raise ValueError("--uncertainty needs test-time augmentation: add --tta flips (or d4)")
-    predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint, device=args.device,
-                                   fast=not args.no_fast, **overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(args.inputs)
-    failures = 0
+    failures, claimed = 0, {p.resolve() for p in files}
     for path in files:
         try:
-            written = predict_file(predictor, path, out, prob=args.prob, uncertainty=args.uncertainty,
+            targets = output_paths(path, out, prob=args.prob, uncertainty=args.uncertainty,
                                    overlay=not args.no_overlay)
-            print(f"{path} -> {', '.join(p.name for p in written)}")
-        except (ValueError, OSError) as err:
+            _claim(path, targets, claimed)
+            written = predict_file(predictor, path, targets, windowed=_windowed(path, predictor, args))
+            print(f"{path} -> {', '.join(p.name for p in written)}", flush=True)
+        except (ValueError, OSError, RuntimeError) as err:
             failures += 1
-            print(f"unetkit predict: {path}: {err}", file=sys.stderr)
+            print(f"unetkit predict: {path}: {err}", file=sys.stderr, flush=True)
     print(f"{len(files) - failures} of {len(files)} input(s) predicted into {out}")
     return 1 if failures else 0
 
@@ -75,33 +94,88 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def predict_file(predictor, path: Path, out: Path, *, prob: bool, uncertainty: bool, overlay: bool) -> list[Path]:  # type: ignore[no-untyped-def]
-    """Predict one file and write its outputs atomically; returns the paths written."""
+def output_paths(path: Path, out: Path, *, prob: bool, uncertainty: bool, overlay: bool) -> dict[str, Path]:
+    """The files written for input ``path`` (keys ``mask``, and ``prob`` / ``uncertainty`` / ``overlay`` if asked).
+
+    Raises:
+        ValueError: a file type ``unetkit`` cannot read (before any work is done).
+    """
+    from unetkit.data.io import SUPPORTED_SUFFIXES
+
+    suffix = full_suffix(path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ValueError(f"unsupported image type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    stem = path.name[: -len(suffix)]
+    keeps_format = suffix in (".tif", ".tiff") + NIFTI
+    extra = ".nii.gz" if suffix in NIFTI else ".tif"
+    targets = {"mask": out / (stem + (suffix if keeps_format else ".png"))}
+    if prob:
+        targets["prob"] = out / f"{stem}_prob{extra}"
+    if uncertainty:
+        targets["uncertainty"] = out / f"{stem}_uncertainty{extra}"
+    if overlay:
+        targets["overlay"] = out / f"{stem}_overlay.png"
+    return targets
+
+
+def _claim(path: Path, targets: dict[str, Path], claimed: set[Path]) -> None:
+    """Refuse outputs that would overwrite an input or another input's outputs of this run."""
+    for target in targets.values():
+        resolved = target.resolve()
+        if resolved in claimed:
+            raise ValueError(f"output {target} would overwrite an input or another input's output; "
+                             "use another --out folder or rename the input")
+    claimed.update(t.resolve() for t in targets.values())
+
+
+def _windowed(path: Path, predictor, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
+    from unetkit.infer.raster import is_large_raster
+
+    if predictor.spatial_dims != 2 or full_suffix(path) not in (".tif", ".tiff"):
+        return False
+    return is_large_raster(path, threshold_pixels=0 if args.windowed else args.window_threshold)
+
+
+def predict_file(predictor, path: Path, targets: dict[str, Path], *, windowed: bool = False) -> list[Path]:  # type: ignore[no-untyped-def]
+    """Predict one file and write ``targets`` (see :func:`output_paths`) atomically; returns the paths written."""
+    if windowed:
+        from unetkit.infer.raster import predict_raster
+
+        if predictor.infer.min_size > 0:
+            print(f"unetkit predict: {path}: note: --min-size is not applied to windowed rasters", file=sys.stderr)
+        return predict_raster(predictor, path, mask_path=targets["mask"], prob_path=targets.get("prob"),
+                              uncertainty_path=targets.get("uncertainty")).written
     from unetkit.data.io import read_image, write_image
-    from unetkit.infer.overlay import make_overlay
 
     image = read_image(path)
     result = predictor(image.array.astype(np.float32))
-    stem, suffix = _stem(path), full_suffix(path)
-    keeps_format = suffix in (".tif", ".tiff", ".nii", ".nii.gz")
-    mask_path = out / (stem + (suffix if keeps_format else ".png"))
-    labels = result.labels.astype(np.uint8 if result.labels.max() < 256 else np.uint16)
-    write_image(mask_path, labels[None], meta=image.meta if keeps_format else None)
-    written = [mask_path]
-    geo_meta = image.meta if image.meta.get("crs") is not None or image.meta.get("transform") is not None else None
-    if prob:
-        written.append(out / f"{stem}_prob.tif")
-        write_image(written[-1], result.probabilities.astype(np.float32), meta=geo_meta)
-    if uncertainty and result.uncertainty is not None:
-        written.append(out / f"{stem}_uncertainty.tif")
-        write_image(written[-1], result.uncertainty[None].astype(np.float32), meta=geo_meta)
-    if overlay and labels.ndim == 2:
-        written.append(out / f"{stem}_overlay.png")
+    meta = _geometry(image.meta)
+    labels = result.labels.astype(np.uint8 if result.labels.max(initial=0) < 256 else np.uint16)
+    written = [targets["mask"]]
+    write_image(written[-1], labels[None], meta=meta if full_suffix(path) in (".tif", ".tiff") + NIFTI else None)
+    if "prob" in targets:
+        written.append(targets["prob"])
+        write_image(written[-1], result.probabilities.astype(np.float32), meta=meta)
+    if "uncertainty" in targets and result.uncertainty is not None:
+        written.append(targets["uncertainty"])
+        write_image(written[-1], result.uncertainty[None].astype(np.float32), meta=meta)
+    if "overlay" in targets and labels.ndim == 2:
+        from unetkit.infer.overlay import make_overlay
+
+        written.append(targets["overlay"])
         rgb = np.moveaxis(image.array[:3], 0, -1) if image.array.shape[0] >= 3 else image.array[0]
         write_image(written[-1], np.moveaxis(make_overlay(rgb, result.labels), -1, 0))
     return written
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(full_suffix(path))] if full_suffix(path) else path.stem
+def _geometry(meta: dict) -> dict | None:  # type: ignore[type-arg]
+    """Where the outputs sit: the source's CRS + transform (GeoTIFF) or affine + header (NIfTI), else None.
+
+    The source's ``nodata`` is dropped: it describes the image's pixel values, and in a label raster it
+    would mark class ``nodata`` (often 0, the background) as missing.
+    """
+    if meta.get("format") == "nifti":
+        return meta
+    if meta.get("crs") is not None or meta.get("transform") is not None:
+        return {"crs": meta.get("crs"), "transform": meta.get("transform")}
+    return None

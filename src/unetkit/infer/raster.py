@@ -1,0 +1,249 @@
+"""Predict (Geo)TIFF rasters larger than memory: read, normalise, predict and write window by window.
+
+Two streaming passes over the file, each holding one window at a time:
+
+1. **Statistics.** The per-channel statistics that :func:`unetkit.data.normalize.normalize` would compute on
+   the whole image (``zscore``: mean and population std; ``minmax``: min and max) are accumulated over
+   blocks in float64 (means and squared deviations merged with Chan's parallel formula, which stays accurate
+   for any number of pixels). Normalising every window with these *global* statistics gives the same
+   network input as normalising the whole raster in memory; per-window statistics would not.
+2. **Prediction.** :func:`unetkit.infer.tiling.predict_raster_windows` reads each chunk plus its halo,
+   predicts the tiles of the global grid that touch it, blends them and hands back the chunk's probabilities,
+   which are turned into labels (argmax, or ``p > threshold`` for one channel) and written into the label
+   raster with :class:`unetkit.data.geotiff.GeoTiffWriter` (optionally also probabilities and uncertainty).
+
+Memory is bounded by the window size (``window`` pixels a side, about 2048 by default), not the raster.
+Outputs keep the source's CRS and transform, are written to temporary files and renamed into place only
+when every window succeeded; after an error nothing is left behind and existing outputs are untouched.
+Small-component removal (``min_size``) needs whole components and is not applied here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetkit.data._common import Window, full_suffix
+
+DEFAULT_WINDOWED_PIXELS = 4096 * 4096
+TIFF_SUFFIXES = (".tif", ".tiff")
+_EPS = 1e-6  # as in unetkit.data.normalize
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel affine normalisation ``(x - shift) / scale`` equal to ``normalize`` on the whole image.
+
+    Attributes:
+        shift, scale: float64 ``(C,)``; ``scale`` is already clamped to at least ``1e-6``.
+    """
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def apply(self, window: np.ndarray) -> np.ndarray:
+        """float32 ``(C, h, w)`` normalised window (computed like ``normalize``: float32 arithmetic)."""
+        x = window.astype(np.float32, copy=True)
+        x -= self.shift.astype(np.float32)[:, None, None]
+        x /= self.scale.astype(np.float32)[:, None, None]
+        return x
+
+
+def iter_windows(height: int, width: int, size: int) -> Iterator[Window]:
+    """``(row, col, h, w)`` blocks of at most ``size x size`` covering a ``height x width`` raster, row-major."""
+    if size < 1:
+        raise ValueError(f"window size must be >= 1, got {size}")
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            yield row, col, min(size, height - row), min(size, width - col)
+
+
+def raster_stats(path: str | Path, *, mode: str, block: int = 1024) -> ChannelStats:
+    """Stream over ``path`` in ``block x block`` windows and return the whole-image normalisation.
+
+    Args:
+        path: a single-page (Geo)TIFF.
+        mode: ``zscore``, ``minmax`` or ``none`` (as :func:`unetkit.data.normalize.normalize`).
+        block: window side for the pass (memory ~ ``C * block**2 * 8`` bytes).
+
+    Raises:
+        ValueError: unknown mode or an unreadable file.
+    """
+    from unetkit.data.geotiff import raster_shape
+    from unetkit.data.io import read_image
+
+    if mode not in ("zscore", "minmax", "none"):
+        raise ValueError(f"unknown normalization {mode!r}; choose one of zscore, minmax, none")
+    channels, height, width = raster_shape(path)
+    if mode == "none":
+        return ChannelStats(shift=np.zeros(channels), scale=np.ones(channels))
+    count, mean, m2 = 0, np.zeros(channels), np.zeros(channels)
+    lo, hi = np.full(channels, np.inf), np.full(channels, -np.inf)
+    for window in iter_windows(height, width, block):
+        x = read_image(path, window=window).array.reshape(channels, -1)
+        if mode == "minmax":
+            lo, hi = np.minimum(lo, x.min(axis=1)), np.maximum(hi, x.max(axis=1))
+            continue
+        x = x.astype(np.float64)
+        n = x.shape[1]
+        block_mean = x.mean(axis=1)
+        block_m2 = ((x - block_mean[:, None]) ** 2).sum(axis=1)
+        delta, total = block_mean - mean, count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + block_m2 + delta**2 * (count * n / total)
+        count = total
+    if mode == "minmax":
+        lo, hi = lo.astype(np.float64), hi.astype(np.float64)
+        return ChannelStats(shift=lo, scale=np.maximum(hi - lo, _EPS))
+    return ChannelStats(shift=mean, scale=np.maximum(np.sqrt(m2 / count), _EPS))
+
+
+def is_large_raster(path: str | Path, *, threshold_pixels: int = DEFAULT_WINDOWED_PIXELS) -> bool:
+    """True for a single-page 2D (Geo)TIFF with more than ``threshold_pixels`` pixels (header only)."""
+    from unetkit.data.io import image_shape
+
+    if full_suffix(path) not in TIFF_SUFFIXES:
+        return False
+    shape = image_shape(path)
+    return len(shape) == 3 and shape[1] * shape[2] > threshold_pixels
+
+
+@dataclass(frozen=True)
+class RasterResult:
+    """What :func:`predict_raster` wrote and did.
+
+    Attributes:
+        written: output paths (mask first).
+        stats: the global normalisation used.
+        windows: :class:`unetkit.infer.tiling.WindowStats` of the prediction pass.
+    """
+
+    written: list[Path]
+    stats: ChannelStats
+    windows: Any
+
+
+def predict_raster(
+    predictor: Any,
+    path: str | Path,
+    *,
+    mask_path: str | Path,
+    prob_path: str | Path | None = None,
+    uncertainty_path: str | Path | None = None,
+    window: int = 2048,
+    stats_block: int = 1024,
+) -> RasterResult:
+    """Predict a huge single-page 2D (Geo)TIFF window by window (see the module docstring).
+
+    Args:
+        predictor: a 2D :class:`unetkit.infer.predictor.Predictor` (its plan's normalisation, tile size,
+            overlap, blend, batch size, TTA and threshold are used).
+        path: the input raster.
+        mask_path: label raster to write (uint8, or uint16 for more than 256 classes), with the input's CRS
+            and transform.
+        prob_path: optional float32 K-band probability raster.
+        uncertainty_path: optional float32 one-band uncertainty raster (needs TTA).
+        window: target side of the windows predicted at once (memory grows with its square).
+        stats_block: window side of the statistics pass.
+
+    Returns:
+        :class:`RasterResult`.
+
+    Raises:
+        ValueError: a 3D predictor, a channel count the model does not take, uncertainty without TTA, or an
+            unreadable raster.
+    """
+    from unetkit.data.geotiff import raster_shape, read_geotiff
+    from unetkit.infer.tiling import predict_raster_windows
+
+    path = Path(path)
+    if predictor.spatial_dims != 2:
+        raise ValueError(f"{path}: windowed prediction needs a 2D model; this plan is {predictor.spatial_dims}D")
+    if uncertainty_path is not None and not predictor.with_uncertainty:
+        raise ValueError("an uncertainty raster needs test-time augmentation (tta other than 'none')")
+    channels, height, width = raster_shape(path)
+    expected = int(predictor.plan.model.kwargs.get("in_channels", channels))
+    if channels != expected:
+        raise ValueError(f"{path}: the model takes {expected} channel(s); the raster has {channels}")
+    stats = raster_stats(path, mode=predictor.plan.data.normalization, block=stats_block)
+    _, source = read_geotiff(path, window=(0, 0, 1, 1))  # geometry only; the (0, 0) window has the full transform
+    geometry = {"crs": source["crs"], "transform": source["transform"]}
+    classes = int(predictor.plan.model.kwargs.get("classes", 2))
+    tile = tuple(int(t) for t in predictor.infer.tile_size)
+    step = max(1, int(min(tile) * (1.0 - predictor.infer.overlap)))
+    chunk_tiles = max(1, (window - max(tile)) // step)
+
+    def read_window(rows: slice, cols: slice) -> np.ndarray:
+        box = (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start)
+        return stats.apply(_read_window(path, box))
+
+    with contextlib.ExitStack() as stack:
+        writers = _open_writers(stack, height=height, width=width, classes=classes, geometry=geometry,
+                                mask_path=mask_path, prob_path=prob_path, uncertainty_path=uncertainty_path)
+
+        def write_window(rows: slice, cols: slice, out: np.ndarray) -> None:
+            _write_outputs(writers, out, (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start),
+                           classes=classes, threshold=predictor.infer.threshold, tta=predictor.with_uncertainty)
+
+        windows = predict_raster_windows(
+            predictor.tile_fn(), read_window, write_window, height=height, width=width, tile_size=tile,
+            overlap=predictor.infer.overlap, blend=predictor.infer.blend, batch_size=predictor.infer.batch_size,
+            chunk_tiles=chunk_tiles,
+        )  # fmt: skip
+    written = [Path(p) for p in (mask_path, prob_path, uncertainty_path) if p is not None]
+    return RasterResult(written=written, stats=stats, windows=windows)
+
+
+def _read_window(path: Path, box: Window) -> np.ndarray:
+    from unetkit.data.io import read_image
+
+    return read_image(path, window=box).array
+
+
+def _open_writers(
+    stack: contextlib.ExitStack,
+    *,
+    height: int,
+    width: int,
+    classes: int,
+    geometry: dict[str, Any],
+    mask_path: str | Path,
+    prob_path: str | Path | None,
+    uncertainty_path: str | Path | None,
+) -> dict[str, Any]:
+    """GeoTiffWriters entered on ``stack``: all are renamed into place on success, all discarded on error."""
+    from unetkit.data.geotiff import GeoTiffWriter
+
+    label_dtype = "uint8" if max(classes, 2) <= 256 else "uint16"
+    writers = {"mask": stack.enter_context(
+        GeoTiffWriter(mask_path, height=height, width=width, count=1, dtype=label_dtype, meta=geometry))}
+    if prob_path is not None:
+        writers["prob"] = stack.enter_context(
+            GeoTiffWriter(prob_path, height=height, width=width, count=classes, dtype="float32", meta=geometry))
+    if uncertainty_path is not None:
+        writers["uncertainty"] = stack.enter_context(
+            GeoTiffWriter(uncertainty_path, height=height, width=width, count=1, dtype="float32", meta=geometry))
+    return writers
+
+
+def _write_outputs(
+    writers: dict[str, Any], out: np.ndarray, box: Window, *, classes: int, threshold: float, tta: bool
+) -> None:
+    """Labels (and probabilities / uncertainty) of one core window ``out`` ``(K[+1], h, w)``."""
+    from unetkit.infer.postprocess import probabilities_to_labels
+
+    probs = out[:-1] if tta else out
+    if probs.shape[0] != classes:
+        raise ValueError(f"the model returned {probs.shape[0]} channels but the plan says classes={classes}")
+    labels = probabilities_to_labels(probs, threshold=threshold)
+    mask = writers["mask"]
+    writers["mask"].write(labels.astype(mask.dtype)[None], box)
+    if "prob" in writers:
+        writers["prob"].write(np.ascontiguousarray(probs, dtype=np.float32), box)
+    if "uncertainty" in writers:
+        writers["uncertainty"].write(np.ascontiguousarray(out[-1:], dtype=np.float32), box)
