@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size}.items()
                  if v is not None}
+    if args.onnx:
+        _check_onnx_matches_run(Path(args.onnx), Path(args.run) / args.checkpoint)
     predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
                                    backend="onnx" if args.onnx else "torch", onnx_path=args.onnx, **overrides)
     if args.uncertainty and not predictor.with_uncertainty:
@@ -71,6 +73,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"unetkit predict: {path}: {err}", file=sys.stderr, flush=True)
     print(f"{len(files) - failures} of {len(files)} input(s) predicted into {out}")
     return 1 if failures else 0
+
+
+def _check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
+    """With the export report beside the graph, refuse a graph exported from other weights than the run's."""
+    import json
+
+    from unetkit.commands.export import file_sha256
+    from unetkit.models.base import WEIGHTS_NAME
+
+    report = onnx.with_name(onnx.name + ".json")
+    if not report.is_file():
+        return  # a graph exported by other means: the user vouches for it
+    exported = json.loads(report.read_text()).get("weights_sha256")
+    if exported and exported != file_sha256(checkpoint / WEIGHTS_NAME):
+        raise ValueError(f"{onnx} was exported from other weights than {checkpoint} (see {report.name})")
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:

@@ -1,0 +1,140 @@
+"""``unetkit export RUN --format onnx --out model.onnx``: the per-tile pipeline as ONNX, checked, with a report.
+
+The graph maps a *normalised* tile to probabilities (contract in :mod:`unetkit.infer.onnx_backend`). It is
+checked against eager PyTorch in ONNX Runtime at two sizes (the plan's tile, batch 1, and an odd size that is
+not a multiple of 32, batch 2) before it is written. ``<out>.json`` next to it says exactly what the graph
+expects and returns, how to normalise, how labels are decided, and the measured differences. Both files are
+written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("onnx",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory written by `unetkit train`")
+    parser.add_argument("--format", default="onnx", choices=FORMATS, help="export format (default onnx)")
+    parser.add_argument("--out", required=True, help="destination file, e.g. model.onnx; the report is <out>.json")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference on probabilities")
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetkit.config import Plan
+    from unetkit.infer.onnx_backend import export_pipeline
+    from unetkit.models.base import WEIGHTS_NAME, load_model
+
+    run_dir = Path(args.run)
+    plan = Plan.load(run_dir / "plan.yaml")
+    model = load_model(run_dir / args.checkpoint)
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise ValueError(f"--out must end in .onnx, got {out.name}")
+    channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
+    tile = [int(t) for t in plan.infer.tile_size]
+    odd = [(t // 32 + 1) * 32 + 17 for t in tile]  # not a multiple of the network's stride
+    print(f"exporting {run_dir / args.checkpoint} to {out} and checking it in ONNX Runtime ...", flush=True)
+    exported = export_pipeline(model, out, in_channels=channels, tile_size=tile, check_sizes=[tile, odd],
+                               atol=args.atol)
+    report = build_report(plan, exported, run_dir=run_dir, checkpoint=args.checkpoint, atol=args.atol,
+                          weights=run_dir / args.checkpoint / WEIGHTS_NAME)
+    report_path = out.with_name(out.name + ".json")
+    write_json_atomic(report_path, report)
+    diffs = ", ".join(f"{k}: {v:.2g}" for k, v in exported["max_abs_diff"].items())
+    print(f"wrote {out} ({exported['file_size_bytes'] / 2**20:.1f} MiB) and {report_path.name}; "
+          f"max |ONNX Runtime - PyTorch| on probabilities: {diffs}")
+    return 0
+
+
+def build_report(plan: Any, exported: dict[str, Any], *, run_dir: Path, checkpoint: str, atol: float,
+                 weights: Path) -> dict[str, Any]:
+    """Everything a consumer of the graph needs, as JSON-ready data."""
+    from unetkit import __version__
+
+    kwargs = plan.model.kwargs
+    classes = int(kwargs.get("classes", 2))
+    dims = int(plan.data.spatial_dims)
+    spatial = ["depth", "height", "width"][-dims:]
+    channels = int(kwargs.get("in_channels", plan.data.in_channels))
+    return {
+        "format": "onnx",
+        "model_file": Path(exported["path"]).name,
+        "opset": exported["opset"],
+        "file_size_bytes": exported["file_size_bytes"],
+        "unetkit_version": __version__,
+        "run": str(run_dir),
+        "checkpoint": checkpoint,
+        "weights_sha256": file_sha256(weights),
+        "model": {"name": plan.model.name, "kwargs": kwargs},
+        "input": {
+            "name": exported["input_name"],
+            "dtype": "float32",
+            "shape": ["batch", channels, *spatial],
+            "dynamic_axes": ["batch", *spatial],
+            "meaning": "a tile of the image AFTER normalising the WHOLE image (see preprocessing)",
+        },
+        "output": {
+            "name": exported["output_names"][0],
+            "dtype": "float32",
+            "shape": ["batch", classes, *spatial],
+            "meaning": "sigmoid of the single channel" if classes == 1 else "softmax over the classes (axis 1)",
+        },
+        "preprocessing": _preprocessing(plan.data.normalization),
+        "labels": (f"label = probability > {plan.infer.threshold}" if classes == 1
+                   else "label = argmax over axis 1 of the blended probabilities"),
+        "tiling": {
+            "tile_size": list(plan.infer.tile_size),
+            "overlap": plan.infer.overlap,
+            "blend": plan.infer.blend,
+            "note": "tiles are blended outside the graph (unetkit.infer.tiling); any tile size works",
+        },
+        "parity": {
+            "reference": "PyTorch eager fp32 of the same weights, softmax/sigmoid applied",
+            "atol": atol,
+            "max_abs_diff": exported["max_abs_diff"],
+        },
+    }
+
+
+def _preprocessing(mode: str) -> dict[str, Any]:
+    formulas = {
+        "zscore": "x_c = (raw_c - mean_c) / max(std_c, 1e-6); mean_c, std_c (population) over all pixels of channel c",
+        "minmax": "x_c = (raw_c - min_c) / max(max_c - min_c, 1e-6); min_c, max_c over all pixels of channel c",
+        "none": "x = raw as float32",
+    }
+    return {
+        "normalization": mode,
+        "formula": formulas.get(mode, mode),
+        "statistics": "per channel over the whole image (not per tile), as unetkit.data.normalize.normalize",
+    }
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file beside ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
