@@ -19,8 +19,8 @@ class MetricsLog:
     def __init__(self, path: Path, *, resume: bool) -> None:
         self.path = path
         if resume and path.is_file():
-            # Drop rows past the resumed step later by rewriting on first write.
-            self._rows = list(csv.DictReader(path.open()))
+            with path.open(newline="") as f:
+                self._rows = list(csv.DictReader(f))
         else:
             self._rows = []
         self._flush()
