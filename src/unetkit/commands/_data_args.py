@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
+from unetkit.data.masks import parse_colour, parse_colour_table, parse_value_map
 from unetkit.data.options import DataConfig
 
 
@@ -37,50 +36,13 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         mask_threshold=args.mask_threshold,
         value_map=parse_value_map(args.value_map) if args.value_map else None,
         colour_table=colour_table,
-        ignore_colours=[parse_hex(c) for c in args.ignore_colour],
+        ignore_colours=[parse_colour(c) for c in args.ignore_colour],
         ignore_index=args.ignore_index,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else [],
         task=task,
         background=not args.no_background and not (colour_table and not args.classes),
         group_by=args.group_by,
     )
-
-
-def parse_value_map(text: str) -> dict[int, int]:
-    try:
-        pairs = [item.split(":") for item in text.split(",") if item.strip()]
-        return {int(a): int(b) for a, b in pairs}
-    except ValueError as err:
-        raise ValueError(f"--value-map {text!r} must look like 0:1,255:0") from err
-
-
-def parse_hex(text: str) -> list[int]:
-    h = text.strip().lstrip("#")
-    if len(h) != 6:
-        raise ValueError(f"colour {text!r} must be #rrggbb")
-    try:
-        return [int(h[i : i + 2], 16) for i in (0, 2, 4)]
-    except ValueError as err:
-        raise ValueError(f"colour {text!r} must be #rrggbb") from err
-
-
-def parse_colour_table(text: str) -> dict[str, list[int]]:
-    """A JSON file ``{name: [r, g, b] or "#rrggbb"}`` or inline ``name=#rrggbb,name=#rrggbb``."""
-    path = Path(text)
-    if path.suffix == ".json" or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"colour table {path} not found")
-        raw = json.loads(path.read_text())
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: a colour table is a JSON object {{class name: [r, g, b]}}")
-        return {str(k): parse_hex(v) if isinstance(v, str) else [int(c) for c in v] for k, v in raw.items()}
-    table = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise ValueError(f"--colour-table entry {item!r} must look like name=#rrggbb")
-        name, colour = item.split("=", 1)
-        table[name.strip()] = parse_hex(colour)
-    return table
 
 
 def _binary_map(text: str | None) -> bool:
