@@ -1,0 +1,282 @@
+"""``unetkit diffusion train|sample``: train a diffusion U-Net on a folder of images, or sample from one."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+DEFAULT_TIME_BUDGET = "5m"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="diffusion_command", required=True, metavar="ACTION")
+    _add_train_arguments(sub.add_parser("train", help="Train a denoiser on a folder of images."))
+    _add_sample_arguments(sub.add_parser("sample", help="Generate images from a trained run."))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.diffusion_command == "train":
+        return run_train(args)
+    return run_sample(args)
+
+
+# -- train ------------------------------------------------------------------------------------------
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, metavar="DATA", help="folder of PNG/JPEG/TIFF images (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
+    p.add_argument("--image-size", type=int, default=64, help="side of the square random crops (default 64)")
+    p.add_argument("--time-budget", default=None, help=f"e.g. 90s, 5m, 1h (default {DEFAULT_TIME_BUDGET} if no --steps)")
+    p.add_argument("--steps", type=int, default=None, help="maximum training steps")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-conditional", action="store_true", help="condition on each image's folder name")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="force grey (1) or RGB (3)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable / non-image files instead of failing")
+    p.add_argument("--base-channels", type=int, default=32)
+    p.add_argument("--channel-mults", default="1,2,2,4", help="per-level channel multipliers (default 1,2,2,4)")
+    p.add_argument("--num-res-blocks", type=int, default=2)
+    p.add_argument("--beta-schedule", choices=("linear", "squaredcos_cap_v2"), default="linear")
+    p.add_argument("--prediction-type", choices=("epsilon", "sample", "v_prediction"), default="epsilon")
+    p.add_argument("--num-train-timesteps", type=int, default=1000)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--no-flip", action="store_true", help="no random left-right flips")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from unetkit.diffusion.checkpoint import CONFIG_NAME, save_run, write_text_atomic
+    from unetkit.diffusion.data import load_image_folder
+    from unetkit.diffusion.schedule import NoiseSchedule, ScheduleConfig
+    from unetkit.diffusion.train import train_diffusion
+
+    if (args.out / CONFIG_NAME).exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already holds a run; pass --overwrite to replace it")
+    config = _train_config(args)
+    schedule = ScheduleConfig(
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+    )
+    data = load_image_folder(
+        args.data,
+        image_size=args.image_size,
+        channels=args.channels,
+        class_conditional=args.class_conditional,
+        skip_bad=args.skip_bad,
+    )
+    for path, why in data.skipped:
+        print(f"warning: skipped {path}: {why}", file=sys.stderr)
+    model_kwargs = {
+        "in_channels": data.channels,
+        "base_channels": args.base_channels,
+        "channel_mults": parse_int_list(args.channel_mults, "--channel-mults"),
+        "num_res_blocks": args.num_res_blocks,
+        "num_classes": len(data.class_names) if args.class_conditional else None,
+    }
+    model = build_model(model_kwargs, seed=args.seed, image_size=args.image_size).to(resolve_device(args.device))
+    classes = f", classes: {', '.join(data.class_names)}" if data.class_names else ""
+    print(f"training on {len(data)} image(s), {data.channels} channel(s){classes}; {_limits(config)}")
+    with ProgressReporter(total=config.steps, unit="step", every=50) as reporter:
+        result = train_diffusion(model, NoiseSchedule(schedule), data, config, progress=reporter.update)
+    if not result.losses:
+        raise RuntimeError("training stopped before the first step; nothing to save")
+    extra = _train_summary(config, result, args)
+    save_run(args.out, model=result.ema_model, schedule=schedule, image_size=args.image_size,
+             channels=data.channels, class_names=data.class_names, extra=extra)
+    lines = "".join(f"{i},{v:.6f}\n" for i, v in enumerate(result.losses, 1))
+    write_text_atomic(args.out / "loss.csv", "step,loss\n" + lines)
+    stopped = " (interrupted)" if result.interrupted else ""
+    print(f"{len(result.losses)} steps in {result.seconds:.0f} s{stopped}, final loss "
+          f"{extra['final_loss']:.4f}; saved EMA weights to {args.out}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from unetkit.diffusion.train import DiffusionTrainConfig
+
+    budget = args.time_budget or (DEFAULT_TIME_BUDGET if args.steps is None else None)
+    return DiffusionTrainConfig(
+        image_size=args.image_size,
+        steps=args.steps,
+        time_budget_s=None if budget is None else parse_duration(budget),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ema_decay=args.ema_decay,
+        flip=not args.no_flip,
+        seed=args.seed,
+    )
+
+
+def build_model(kwargs: dict[str, Any], *, seed: int, image_size: int) -> torch.nn.Module:
+    """Create the denoiser with a seeded initialisation (without touching the global RNG state)."""
+    from unetkit.registry import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model("diffusion_unet", **kwargs)
+    multiple = model.size_multiple
+    if image_size % multiple:
+        raise ValueError(
+            f"--image-size {image_size} must be a multiple of {multiple} for a model with "
+            f"{len(kwargs['channel_mults'])} levels (e.g. {max(multiple, image_size // multiple * multiple)})"
+        )
+    return model
+
+
+def _train_summary(config: Any, result: Any, args: argparse.Namespace) -> dict[str, Any]:
+    tail = result.losses[-max(1, len(result.losses) // 10) :]
+    return {
+        "steps": len(result.losses),
+        "seconds": round(result.seconds, 2),
+        "interrupted": result.interrupted,
+        "final_loss": sum(tail) / len(tail),
+        "train": {k: v for k, v in vars(config).items()},
+        "data": str(args.data),
+    }
+
+
+def _limits(config: Any) -> str:
+    parts = []
+    if config.steps is not None:
+        parts.append(f"up to {config.steps} steps")
+    if config.time_budget_s is not None:
+        parts.append(f"time budget {config.time_budget_s:.0f} s")
+    return " / ".join(parts)
+
+
+# -- sample -----------------------------------------------------------------------------------------
+def _add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="run folder written by `unetkit diffusion train`")
+    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise weight: 0 deterministic, 1 DDPM-like")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-label", default=None, help="class name or index (class-conditional runs; default: cycle)")
+    p.add_argument("--image-size", type=int, default=None, help="output size (default: the training crop size)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per network call (default: all)")
+    p.add_argument("--out", type=Path, default=Path("grid.png"), help="grid PNG; single images go next to it")
+    p.add_argument("--device", default="auto")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from unetkit.diffusion.checkpoint import load_run
+    from unetkit.diffusion.output import save_samples
+    from unetkit.diffusion.samplers import sample_images
+    from unetkit.diffusion.schedule import NoiseSchedule
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.out.suffix.lower() != ".png":
+        raise ValueError(f"--out must be a .png file, got {args.out}")
+    loaded = load_run(args.run_dir, device=resolve_device(args.device))
+    labels = class_labels_for(args.class_label, loaded.class_names, args.n)
+    size = args.image_size or loaded.image_size
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    with ProgressReporter(total=args.steps, unit="step", every=10) as reporter:
+        images = sample_images(
+            loaded.model,
+            NoiseSchedule(loaded.schedule),
+            shape=(args.n, loaded.channels, size, size),
+            num_steps=args.steps,
+            sampler=args.sampler,
+            eta=args.eta,
+            generator=generator,
+            class_labels=labels,
+            batch_size=args.batch_size,
+            progress=lambda done, total: reporter.update(done, None),
+        )
+    written = save_samples(images, args.out)
+    print(f"{args.n} image(s) in {time.perf_counter() - start:.1f} s: grid {written[0]}, singles "
+          f"{written[1].name} .. {written[-1].name}")
+    return 0
+
+
+def class_labels_for(label: str | None, class_names: list[str], n: int) -> torch.Tensor | None:
+    """Labels for ``n`` samples: the given class (name or index) for all, or every class in turn.
+
+    Raises:
+        ValueError: a label for an unconditional run, or an unknown class.
+    """
+    if not class_names:
+        if label is not None:
+            raise ValueError("--class-label given but this run was trained without --class-conditional")
+        return None
+    if label is None:
+        return torch.arange(n) % len(class_names)
+    if label in class_names:
+        index = class_names.index(label)
+    elif re.fullmatch(r"\d+", label) and int(label) < len(class_names):
+        index = int(label)
+    else:
+        choices = ", ".join(f"{i}={name}" for i, name in enumerate(class_names))
+        raise ValueError(f"unknown class label {label!r}; this run knows: {choices}")
+    return torch.full((n,), index, dtype=torch.long)
+
+
+# -- shared helpers ----------------------------------------------------------------------------------
+def parse_duration(text: str) -> float:
+    """``"90"``/``"90s"`` -> 90, ``"5m"`` -> 300, ``"1.5h"`` -> 5400 seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text).lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"cannot read duration {text!r}; use e.g. 90s, 5m or 1h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ValueError(f"{flag} must be comma-separated integers like 1,2,2,4, got {text!r}")
+    return values
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class ProgressReporter:
+    """A tqdm bar on a terminal; otherwise one line every ``every`` steps (logs stay readable)."""
+
+    def __init__(self, *, total: int | None, unit: str, every: int, stream: TextIO | None = None) -> None:
+        self.total, self.unit, self.every = total, unit, every
+        self.stream = stream or sys.stdout
+        self.bar: Any = None
+        self.start = time.perf_counter()
+        self.last = 0
+
+    def __enter__(self) -> ProgressReporter:
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit=self.unit, file=self.stream)
+        return self
+
+    def update(self, done: int, loss: float | None) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.last)
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        elif done % self.every == 0 or done == self.total:
+            of = f"/{self.total}" if self.total else ""
+            tail = f" loss {loss:.4f}" if loss is not None else ""
+            print(f"{self.unit} {done}{of}{tail} ({time.perf_counter() - self.start:.0f} s)", file=self.stream, flush=True)
+        self.last = done
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
