@@ -81,7 +81,7 @@ def ddpm_step(
     mean = (a_prev.sqrt() * step_beta / (1 - a_t)) * x0 + (step_alpha.sqrt() * (1 - a_prev) / (1 - a_t)) * sample
     if timestep <= 0:
         return StepOutput(mean, x0)
-    # Clamped away from zero because a zero variance would give sqrt(0) gradients / log(0) elsewhere.
+    # Floored at 1e-20 like diffusers' DDPMScheduler (the variance is exactly 0 when stepping to a_prev = 1).
     variance = torch.clamp((1 - a_prev) / (1 - a_t) * step_beta, min=1e-20)
     noise = _noise_like(sample, noise, generator)
     return StepOutput(mean + variance.sqrt() * noise, x0)
