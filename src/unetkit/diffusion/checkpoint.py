@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from unetkit.diffusion.schedule import ScheduleConfig
 
@@ -91,34 +91,20 @@ def load_run(directory: str | Path, *, device: str | torch.device = "cpu") -> Di
         FileNotFoundError: ``config.json`` or ``model.safetensors`` is missing.
         ValueError: not a diffusion run, a newer format, or weights that do not fit the model.
     """
-    from unetkit.registry import create_model
+    from unetkit.models.base import load_model
 
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: a diffusion run needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: a diffusion run needs {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
-        config = json.loads(config_path.read_text())
-        name, kwargs, version = config["name"], config["kwargs"], int(config["format_version"])
-        section = config["diffusion"]
+        section = json.loads(config_path.read_text())["diffusion"]
         schedule = ScheduleConfig.from_dict(section["schedule"])
         image_size, channels = int(section["image_size"]), int(section["channels"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{config_path}: not a unetkit diffusion run config ({err!r})") from err
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{config_path}: format version {version} is newer than this unetkit reads ({FORMAT_VERSION})")
-    model = create_model(name, **kwargs)
-    try:
-        state = load_file(str(weights_path), device=str(device))
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{weights_path}: unreadable safetensors file ({err})") from err
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"{weights_path}: weights do not fit the model in {config_path} ({err})") from err
-    if missing or unexpected:
-        raise ValueError(f"{weights_path}: weights do not fit the model; missing {missing[:10]}, unexpected {unexpected[:10]}")
+    # The network itself loads like every other model: config.json (name + kwargs) + safetensors.
+    model = load_model(directory, device=device)
     return DiffusionRun(
         model=model.to(device).eval(),
         schedule=schedule,

@@ -258,7 +258,10 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
         state = load_file(str(weights_path), device=str(device))
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{weights_path}: unreadable safetensors file ({err})") from err
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{weights_path}: weights do not fit the model in {config_path} ({err})") from err
     if missing or unexpected:
         raise ValueError(f"{weights_path}: weights do not fit the model; missing {missing[:10]}, unexpected {unexpected[:10]}")
     return model.to(device)
