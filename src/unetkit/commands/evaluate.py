@@ -84,7 +84,7 @@ def _write_worst(folder: Path, cases: list, n: int) -> None:  # type: ignore[typ
     from unetkit.infer.overlay import make_overlay
 
     folder.mkdir(exist_ok=True)
-    for dice, sample, labels in sorted(cases, key=lambda c: c[0])[:n]:
+    for _, sample, labels in sorted(cases, key=lambda c: c[0])[:n]:
         if labels.ndim != 2:
             continue
         image = np.moveaxis(sample.image[:3], 0, -1) if sample.image.shape[0] >= 3 else sample.image[0]

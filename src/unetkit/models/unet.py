@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from unetkit.models.base import SegModelConfig, SegmentationModel
+from unetkit.models.base import SegmentationModel, SegModelConfig
 from unetkit.models.decoders import UNetDecoder
 from unetkit.models.encoders.base import Encoder
 from unetkit.registry import register_model

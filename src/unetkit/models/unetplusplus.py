@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from unetkit.models.base import SegModelConfig, SegmentationModel
+from unetkit.models.base import SegmentationModel, SegModelConfig
 from unetkit.models.decoders import NestedDecoder
 from unetkit.models.encoders.base import Encoder
 from unetkit.registry import register_model

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from unetkit.config import Plan
+from unetkit.infer.postprocess import probabilities_to_labels
 from unetkit.models.base import save_pretrained
 from unetkit.registry import create_model
 from unetkit.train.batches import Example, PatchBatcher
 from unetkit.train.checkpoint import load_training_state, save_training_state
-from unetkit.infer.postprocess import probabilities_to_labels
 from unetkit.train.evaluation import foreground_dice, predict_probabilities
 from unetkit.train.logging import MetricsLog, Progress
 from unetkit.train.precision import autocast, memory_format, resolve_precision
@@ -185,7 +185,7 @@ def _as_float(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list
 
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, *, decay: float) -> None:
     with torch.no_grad():
-        for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
+        for e, p in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
             if e.dtype.is_floating_point:
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
             else:

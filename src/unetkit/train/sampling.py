@@ -32,7 +32,7 @@ def sample_patch(
         raise ValueError(f"patch_size {patch_size} does not match the image's {len(spatial)} spatial dims")
     centre = _foreground_centre(mask, rng, ignore_index) if foreground else None
     starts = []
-    for axis, (size, patch) in enumerate(zip(spatial, patch_size)):
+    for axis, (size, patch) in enumerate(zip(spatial, patch_size, strict=True)):
         lo, hi = min(0, size - patch), max(0, size - patch)
         if centre is not None:
             start = int(np.clip(centre[axis] - patch // 2, lo, hi))
@@ -56,7 +56,7 @@ def _crop(array: np.ndarray, starts: list[int], patch: tuple[int, ...], *, fill:
     """Crop ``array[:, start:start+patch]`` per axis; negative starts / overruns are filled with ``fill``."""
     out = np.full((array.shape[0], *patch), fill, dtype=array.dtype)
     src, dst = [slice(None)], [slice(None)]
-    for start, size, length in zip(starts, patch, array.shape[1:]):
+    for start, size, length in zip(starts, patch, array.shape[1:], strict=True):
         a, b = max(start, 0), min(start + size, length)
         src.append(slice(a, b))
         dst.append(slice(a - start, b - start))
