@@ -92,7 +92,9 @@ def train(
     while state["total_steps"] == 0 or state["step"] < state["total_steps"]:
         step = state["step"]
         total_for_lr = state["total_steps"] or _provisional_total(cfg)
-        lr = lr_at(step, base_lr=cfg.lr, total_steps=total_for_lr, warmup_steps=cfg.warmup_steps, kind=cfg.schedule)
+        # Warm-up never takes more than a tenth of the run (short CPU budgets plan only ~100s of steps).
+        warmup = min(cfg.warmup_steps, max(total_for_lr // 10, 1))
+        lr = lr_at(step, base_lr=cfg.lr, total_steps=total_for_lr, warmup_steps=warmup, kind=cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -193,7 +195,7 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, *, decay: float) -
 
 
 def _provisional_total(cfg) -> int:  # type: ignore[no-untyped-def]
-    # Before calibration only warm-up steps run, so any value past warm-up gives the same lr.
+    # Before calibration (the first few steps) any large total gives the warm-up's lr.
     return max(cfg.warmup_steps, CALIBRATION_STEPS) * 1000
 
 
