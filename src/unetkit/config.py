@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,5 +137,16 @@ def apply_overrides(plan: Plan, overrides: list[str]) -> Plan:
         *parents, leaf = name.split(".")
         for p in parents:
             target = target.setdefault(p, {})
-        target[leaf] = yaml.safe_load(value)
+        target[leaf] = _parse_value(value)
     return Plan.from_dict(raw)
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _parse_value(text: str) -> Any:
+    """YAML scalars, except that ``3e-4`` is a number (YAML 1.1 would read it as a string)."""
+    if _NUMBER.match(text.strip()):
+        number = float(text)
+        return int(number) if number.is_integer() and not any(c in text for c in ".eE") else number
+    return yaml.safe_load(text)

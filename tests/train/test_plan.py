@@ -1,0 +1,71 @@
+"""The planner's rules on hand-written fingerprints, and CLI overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from unetkit.config import Plan, apply_overrides
+from unetkit.data.options import DataConfig
+from unetkit.train.plan import make_plan
+from unetkit.train.precision import resolve_precision
+
+
+def _fp(**kw: object) -> dict:  # type: ignore[type-arg]
+    base = {"spatial_dims": [2], "channels": [1], "sizes": {"median": [512, 512]}, "classes": ["bg", "fg"],
+            "foreground_fraction": 0.2}  # fmt: skip
+    return {**base, **kw}
+
+
+def test_em_like_data_on_a_cpu() -> None:
+    plan = make_plan(DataConfig(task="binary"), _fp())
+    assert plan.train.patch_size == [256, 256]  # capped on a CPU
+    assert plan.model.kwargs["width"] == 16 and plan.model.kwargs["depth"] == 4
+    assert plan.train.time_budget_s == 480.0 and plan.train.steps == 0
+    assert plan.train.augmentation == "microscopy"
+    assert plan.train.foreground_fraction == 0.33
+    assert plan.model.kwargs["classes"] == 2
+
+
+def test_rare_foreground_small_images_and_gpu() -> None:
+    plan = make_plan(DataConfig(task="binary"), _fp(sizes={"median": [230, 150]}, foreground_fraction=0.02),
+                     device="cuda")  # fmt: skip
+    assert plan.train.patch_size == [240, 160]  # median rounded up to a multiple of 16
+    assert plan.train.foreground_fraction == 0.5
+    assert plan.model.kwargs["width"] == 32 and plan.train.steps > 0 and plan.train.time_budget_s is None
+
+
+def test_volumes_and_colour_tables() -> None:
+    plan = make_plan(DataConfig(), _fp(spatial_dims=[3], sizes={"median": [35, 50, 36]}, classes=["a", "b", "c"]))
+    assert plan.train.patch_size == [48, 64, 48] and plan.model.kwargs["depth"] == 3
+    assert plan.model.kwargs["classes"] == 3 and plan.train.augmentation == "medical"
+    table = {"Building": [1, 2, 3], "Land": [4, 5, 6], "Road": [7, 8, 9]}
+    plan = make_plan(DataConfig(colour_table=table, background=False), _fp(channels=[3]))
+    assert plan.model.kwargs["classes"] == 3 and plan.model.kwargs["in_channels"] == 3
+
+
+def test_mixed_channels_is_an_error() -> None:
+    with pytest.raises(ValueError, match="channel count"):
+        make_plan(DataConfig(), _fp(channels=[1, 3]))
+
+
+def test_overrides_and_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    plan = apply_overrides(make_plan(DataConfig(), _fp()), ["train.lr=3e-4", "model.kwargs.encoder=resnet34"])
+    assert plan.train.lr == 3e-4 and plan.model.kwargs["encoder"] == "resnet34"
+    plan.save(tmp_path / "plan.yaml")
+    assert Plan.load(tmp_path / "plan.yaml") == plan
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        apply_overrides(plan, ["train.learning_rate=1"])
+    with pytest.raises(ValueError, match="section.field=value"):
+        apply_overrides(plan, ["lr=1"])
+
+
+def test_precision_resolution() -> None:
+    import torch
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 autocast needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("int8", cpu)
