@@ -86,6 +86,7 @@ def train(
     log = MetricsLog(run_dir / "metrics.csv", resume=resume)
     progress = Progress(total=state["total_steps"] or None, start=state["step"])
     started = time.perf_counter() - state["elapsed"]
+    paced_from = (0, 0.0)  # replaced at step 2; a run resumed before then paces from its start
 
     # 4. The loop.
     model.train()
@@ -115,8 +116,11 @@ def train(
         state["elapsed"] = time.perf_counter() - started
 
         # A time budget becomes a fixed step count after a short calibration (stored, so resume is exact).
+        # The first steps pay one-off costs (allocator, kernel selection), so the pace is measured after them.
+        if step == 2:
+            paced_from = (step, state["elapsed"])
         if not state["total_steps"] and step == CALIBRATION_STEPS:
-            state["total_steps"] = _steps_for_budget(cfg.time_budget_s or 0, state["elapsed"], step, cfg.val_every)
+            state["total_steps"] = _steps_for_budget(cfg.time_budget_s or 0, state["elapsed"], step, paced_from)
             progress.set_total(state["total_steps"])
         loss_value = loss.item()
         progress.update(step, loss=loss_value, lr=lr)
@@ -199,7 +203,10 @@ def _provisional_total(cfg) -> int:  # type: ignore[no-untyped-def]
     return max(cfg.warmup_steps, CALIBRATION_STEPS) * 1000
 
 
-def _steps_for_budget(budget_s: float, elapsed_s: float, steps_done: int, val_every: int) -> int:
-    """Steps that fit the budget at the measured pace, leaving ~8% for validations and saving."""
-    per_step = elapsed_s / max(steps_done, 1)
-    return max(steps_done + 1, int(budget_s * 0.92 / per_step))
+def _steps_for_budget(budget_s: float, elapsed_s: float, steps_done: int, paced_from: tuple[int, float]) -> int:
+    """Steps that fit the budget at the pace measured since ``paced_from = (step, elapsed)``, leaving ~5%
+    of the remaining time for the (about eight) validations and checkpoints."""
+    start_step, start_s = paced_from
+    per_step = (elapsed_s - start_s) / max(steps_done - start_step, 1)
+    remaining = max(budget_s - elapsed_s, 0.0) * 0.95
+    return max(steps_done + 1, steps_done + int(remaining / max(per_step, 1e-9)))
