@@ -72,7 +72,9 @@ def export_onnx(
         absolute difference (empty when ``check`` is False).
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module``, or returns something other than tensors.
         ValueError: bad arguments (shape, opset, tolerance).
+        RuntimeError: the exporter could not capture the model (the message names the model).
         ONNXCheckError: ONNX Runtime and eager outputs differ by more than ``atol``, or in shape.
         ModuleNotFoundError: ``onnxscript`` (export) or ``onnxruntime`` (check) is not installed.
     """
@@ -93,16 +95,7 @@ def export_onnx(
     try:
         program = _capture(model, example_shape, opset=opset, dynamic_hw=dynamic_hw, input_name=input_name)
         output_names = _rename_outputs(program, output_name)
-        # A unique temp name in the destination folder (same filesystem, so os.replace is atomic).
-        tmp_name = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
-        try:
-            # One self-contained file (no external data), so the rename below publishes all of it.
-            program.save(tmp_name, external_data=False)
-            diffs = _check_against_eager(model, tmp_name, shapes, atol=atol) if check else {}
-            os.replace(tmp_name, path)
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+        diffs = _save_checked(program, path, model=model, shapes=shapes if check else [], atol=atol)
     finally:
         for module, training in modes.items():
             module.training = training
@@ -111,7 +104,7 @@ def export_onnx(
         axes.update({2 + i: n for i, n in enumerate(SPATIAL_AXIS_NAMES[spatial_dims])})
     return {
         "path": str(path),
-        "opset": opset,
+        "opset": int(program.model.opset_imports.get("", opset)),
         "file_size_bytes": path.stat().st_size,
         "input_name": input_name,
         "output_names": output_names,
@@ -157,6 +150,23 @@ def _capture(
             )
         except Exception as err:  # the exporter raises many error types; say which model failed
             raise RuntimeError(f"ONNX export of {type(model).__name__} failed: {err}") from err
+
+
+def _save_checked(
+    program: Any, path: Path, *, model: nn.Module, shapes: list[tuple[int, ...]], atol: float
+) -> dict[str, float]:
+    """Save to a temp file beside ``path``, check it on ``shapes`` (none: no check), then rename."""
+    # A unique temp name in the destination folder (same filesystem, so os.replace is atomic).
+    tmp_name = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
+    try:
+        # One self-contained file (no external data), so the rename publishes all of it.
+        program.save(tmp_name, external_data=False)
+        diffs = _check_against_eager(model, tmp_name, shapes, atol=atol) if shapes else {}
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return diffs
 
 
 def _rename_outputs(program: Any, output_name: str) -> list[str]:
