@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"))
     parser.add_argument("--worst", type=int, default=3, help="write overlays of the N worst images")
     parser.add_argument("--surface", action="store_true", help="also HD95 and surface Dice (slower)")
-    parser.add_argument("--no-fast", action="store_true")
+    parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
+    parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                        help="score with ONNX Runtime on a graph from `unetkit export` of this run")
     parser.add_argument("--device", default="cpu")
     add_data_arguments(parser)
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     data = _data_config(plan.data, args)
     overrides = {"tta": args.tta} if args.tta else {}
     predictor = Predictor.from_run(run_dir, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
-                                   **overrides)
+                                   backend="onnx" if args.onnx else "torch", onnx_path=args.onnx, **overrides)
     out = Path(args.out) if args.out else run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     samples = discover(data).samples
