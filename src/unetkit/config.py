@@ -52,9 +52,8 @@ class TrainConfig:
     precision: str = "auto"
     val_every: int = 200
     val_fraction: float = 0.2
-    early_stop_patience: int | None = None
+    early_stop_patience: int | None = None  # in evaluations without improvement
     seed: int = 0
-    num_workers: int = 0
 
 
 @dataclass

@@ -132,6 +132,7 @@ def train(
             scored = ema if ema is not None else model
             score = _validate(scored, val_set, plan, amp_dtype=amp_dtype, layout=layout) if val_set else float("nan")
             improved = not val_set or score > state["best"]
+            state["stale"] = 0 if improved else state.get("stale", 0) + 1
             if improved:
                 state["best"] = score if val_set else state["best"]
                 save_pretrained(scored, run_dir / "best")
@@ -143,6 +144,8 @@ def train(
             progress.evaluation(step, loss=loss_value, val_dice=score, best=state["best"])
         if stop_after and step >= stop_after:
             break
+        if cfg.early_stop_patience and state.get("stale", 0) >= cfg.early_stop_patience:
+            break  # no validation improvement in `early_stop_patience` evaluations
 
     progress.close()
     log.plot(run_dir / "curve.png")
