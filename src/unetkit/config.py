@@ -114,8 +114,13 @@ class Plan:
 T = TypeVar("T")
 
 
+# Fields that earlier versions wrote and this one no longer has: dropped on load so old plans keep loading.
+RETIRED_FIELDS = {"TrainConfig": {"num_workers"}}
+
+
 def _build(cls: type[T], raw: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    raw = {k: v for k, v in raw.items() if k not in RETIRED_FIELDS.get(cls.__name__, set())}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")

@@ -69,3 +69,9 @@ def test_precision_resolution() -> None:
         resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_precision("int8", cpu)
+
+
+def test_plans_written_with_retired_fields_still_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    raw = make_plan(DataConfig(), _fp()).to_dict()
+    raw["train"]["num_workers"] = 0  # written by the first version
+    assert Plan.from_dict(raw).train.lr == 1e-3

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,8 @@ def _write_worst(folder: Path, cases: list, n: int) -> None:  # type: ignore[typ
         if labels.ndim != 2:
             continue
         image = np.moveaxis(sample.image[:3], 0, -1) if sample.image.shape[0] >= 3 else sample.image[0]
-        safe = sample.key.replace("/", "_")
+        # Keys of listed samples can be long relative paths; keep their last two parts, file-name safe.
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(Path(sample.key).parts[-2:])).lstrip("._")
         write_image(folder / f"{safe}_pred.png", np.moveaxis(make_overlay(image, labels), -1, 0))
         truth = np.where(sample.mask == 255, 0, sample.mask)
         write_image(folder / f"{safe}_truth.png", np.moveaxis(make_overlay(image, truth), -1, 0))
