@@ -112,6 +112,19 @@ class SegmentationModel(nn.Module):
     def build_decoder(self, config: SegModelConfig, encoder: Encoder) -> nn.Module:  # pragma: no cover
         raise NotImplementedError
 
+    def decoder_kwargs(self, config: SegModelConfig, encoder: Encoder) -> dict[str, Any]:
+        """What every decoder of the family takes: the encoder's contract plus the shared layer options."""
+        return {
+            "encoder_channels": encoder.out_channels,
+            "reductions": encoder.reductions,
+            "decoder_channels": self.decoder_channels(),
+            "spatial_dims": config.spatial_dims,
+            "norm": config.norm,
+            "act": config.act,
+            "upsampling": config.upsampling,
+            "dropout": config.dropout,
+        }
+
     def decoder_channels(self) -> list[int]:
         """Channels per decoder level, shallowest first (defaults mirror the encoder)."""
         if self.config.decoder_channels is not None:

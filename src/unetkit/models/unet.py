@@ -27,17 +27,7 @@ class UNet(SegmentationModel):
     attention = False
 
     def build_decoder(self, config: SegModelConfig, encoder: Encoder) -> nn.Module:
-        return UNetDecoder(
-            encoder_channels=encoder.out_channels,
-            reductions=encoder.reductions,
-            decoder_channels=self.decoder_channels(),
-            spatial_dims=config.spatial_dims,
-            norm=config.norm,
-            act=config.act,
-            upsampling=config.upsampling,
-            dropout=config.dropout,
-            attention=self.attention,
-        )
+        return UNetDecoder(**self.decoder_kwargs(config, encoder), attention=self.attention)
 
 
 @register_model("attention_unet")

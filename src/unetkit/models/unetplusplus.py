@@ -36,17 +36,7 @@ class UNetPlusPlus(SegmentationModel):
         assert isinstance(config, UNetPlusPlusConfig)
         if config.ds_eval not in ("final", "mean"):
             raise ValueError(f"ds_eval must be 'final' or 'mean', got {config.ds_eval!r}")
-        return NestedDecoder(
-            encoder_channels=encoder.out_channels,
-            reductions=encoder.reductions,
-            decoder_channels=self.decoder_channels(),
-            spatial_dims=config.spatial_dims,
-            norm=config.norm,
-            act=config.act,
-            upsampling=config.upsampling,
-            dropout=config.dropout,
-            deep_supervision=config.deep_supervision,
-        )
+        return NestedDecoder(**self.decoder_kwargs(config, encoder), deep_supervision=config.deep_supervision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         out = super().forward(x)
