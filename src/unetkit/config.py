@@ -50,8 +50,13 @@ class TrainConfig:
     grad_clip: float = 12.0
     ema: float | None = None
     precision: str = "auto"
+    workers: int = 0  # batch-building worker processes; 0 = in the training process (see train/prefetch.py)
     val_every: int = 200
     val_fraction: float = 0.2
+    # k-fold cross-validation: with folds >= 2 the validation part is fold `fold` of a group-aware k-fold
+    # split (val_fraction is then unused); 0 = off, a single val_fraction split.
+    folds: int = 0
+    fold: int = 0
     early_stop_patience: int | None = None  # in evaluations without improvement
     seed: int = 0
 

@@ -53,15 +53,26 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
 
 
 def split_examples(
-    examples: list[Example], groups: list[str], *, val_fraction: float, seed: int
+    examples: list[Example], groups: list[str], *, val_fraction: float, seed: int, folds: int = 0, fold: int = 0
 ) -> tuple[list[Example], list[Example]]:
-    """Hold back a validation part by group (related images never straddle the split)."""
-    from unetkit.data.splits import split_by_seed
+    """Hold back a validation part by group (related images never straddle the split).
 
-    if len(examples) < 2 or val_fraction <= 0:
-        return examples, []
+    With ``folds`` (k >= 2) the validation part is fold ``fold`` of a group-aware k-fold split
+    (:func:`unetkit.data.splits.kfold`, same ``seed``) and ``val_fraction`` is unused; ``folds=0`` holds
+    back about ``val_fraction`` of the images.
+
+    Raises:
+        ValueError: ``folds`` is 1 or negative, ``fold`` outside ``0..folds-1``, or fewer groups than folds.
+    """
+    from unetkit.data.splits import kfold, split_by_seed
+
     keys = [e.key for e in examples]
-    train_keys, val_keys = split_by_seed(keys, groups, val_fraction=val_fraction, seed=seed)
+    if folds:
+        train_keys, val_keys = kfold(keys, groups, k=folds, fold=fold, seed=seed)
+    elif len(examples) < 2 or val_fraction <= 0:
+        return examples, []
+    else:
+        train_keys, val_keys = split_by_seed(keys, groups, val_fraction=val_fraction, seed=seed)
     by_key = {e.key: e for e in examples}
     return [by_key[k] for k in train_keys], [by_key[k] for k in val_keys]
 
