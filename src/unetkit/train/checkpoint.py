@@ -1,8 +1,9 @@
 """Training state for exact resume: tensors in safetensors, everything else in JSON. Never pickled.
 
 ``state.safetensors`` holds the model, the EMA copy, the optimiser's per-parameter tensors and the torch
-RNG state; ``state.json`` holds the step, the optimiser's hyper-parameters, the numpy sampler state and
-whatever scalars the loop keeps (best score, planned steps). Both are written to temp files and renamed,
+RNG state; ``state.json`` holds the step, the optimiser's hyper-parameters, the fp16 loss scaler's
+state and whatever scalars the loop keeps (best score, planned steps). No sampler state is needed: the
+batch of step ``s`` depends only on ``(seed, s)`` (see :mod:`unetkit.train.prefetch`). Both are written to temp files and renamed,
 JSON last, so a kill at any moment leaves the previous complete state (the JSON names the tensor file's
 generation to detect a torn pair).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from safetensors.torch import load_file, save_file
 
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
+# How batches are drawn; states without it (older unetkit) kept one numpy generator across steps.
+BATCH_SAMPLING = "per-step"
 
 
 def save_training_state(
@@ -28,7 +32,7 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     ema: torch.nn.Module | None,
     scalars: dict[str, Any],
-    numpy_rng_state: dict[str, Any],
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     generation = int(scalars.get("step", 0))
     tensors: dict[str, torch.Tensor] = {}
@@ -47,7 +51,8 @@ def save_training_state(
     _atomic(run_dir / tensor_name, lambda p: save_file(tensors, str(p)))
     meta = {
         "scalars": scalars,
-        "numpy_rng": numpy_rng_state,
+        "batches": BATCH_SAMPLING,
+        "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
         "param_groups": opt_state["param_groups"],
         "tensors": tensor_name,
     }
@@ -58,9 +63,18 @@ def save_training_state(
 
 
 def load_training_state(
-    run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: torch.nn.Module | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Restore model/optimiser/EMA/torch RNG in place; return ``(scalars, numpy_rng_state)``."""
+    run_dir: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: torch.nn.Module | None,
+    grad_scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, Any]:
+    """Restore model/optimiser/EMA/loss scaler/torch RNG in place; return the loop's scalars.
+
+    A state written by an older unetkit (one numpy generator for all batches) still resumes, with a
+    warning: the batches after the resume point then differ from those the interrupted run would have drawn.
+    """
     meta_path = run_dir / STATE_JSON
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: nothing to resume in {run_dir}")
@@ -76,7 +90,16 @@ def load_training_state(
             per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
-    return meta["scalars"], meta["numpy_rng"]
+    if grad_scaler is not None and meta.get("grad_scaler"):
+        grad_scaler.load_state_dict(meta["grad_scaler"])
+    if meta.get("batches") != BATCH_SAMPLING:
+        warnings.warn(
+            f"{meta_path} was written by an older unetkit that drew batches from one running generator; "
+            "resuming with per-step batches, so training continues but not exactly as the interrupted run would have",
+            UserWarning,
+            stacklevel=2,
+        )
+    return meta["scalars"]
 
 
 def _atomic(path: Path, write: Any) -> None:

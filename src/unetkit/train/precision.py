@@ -45,3 +45,45 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
 def memory_format(spatial_dims: int) -> torch.memory_format:
     """channels_last for 2D (oneDNN/cuDNN's fast layout), channels_last_3d for volumes."""
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def needs_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """True for fp16 autocast on CUDA: fp16 gradients underflow to 0 without loss scaling.
+
+    bf16 has fp32's exponent range (no scaling needed) and the CPU path never uses fp16.
+    """
+    return device.type == "cuda" and dtype == torch.float16
+
+
+def grad_scaler_for(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """A ``torch.amp.GradScaler('cuda')`` when :func:`needs_grad_scaler`, else None (plain fp32/bf16 steps)."""
+    return torch.amp.GradScaler("cuda") if needs_grad_scaler(device, dtype) else None
+
+
+def backward_and_step(
+    loss: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[torch.nn.Parameter],
+    grad_clip: float | None,
+    scaler: torch.amp.GradScaler | None,
+) -> None:
+    """One optimiser step from ``loss``: backward, optional gradient-norm clipping, step.
+
+    With a ``scaler`` the loss is scaled before backward, the gradients are unscaled before clipping
+    (so ``grad_clip`` applies to the true gradients), and the step is skipped (and the scale lowered)
+    when they overflowed; without one this is the plain fp32/bf16 step.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()

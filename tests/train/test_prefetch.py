@@ -1,0 +1,60 @@
+"""Batches are a pure function of (seed, step): worker processes give exactly the serial batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unetkit.data.transforms import build_augmentation
+from unetkit.train.batches import Example, PatchBatcher
+from unetkit.train.prefetch import BatchStream, batch_for_step, step_rng
+
+
+def _batcher() -> PatchBatcher:
+    gen = np.random.default_rng(0)
+    examples = []
+    for i in range(3):
+        mask = np.zeros((40, 40), dtype=np.int64)
+        mask[5 + i : 15 + i, 10:20] = 1
+        examples.append(Example(key=str(i), image=gen.normal(size=(1, 40, 40)).astype(np.float32), mask=mask))
+    return PatchBatcher(
+        examples,
+        patch_size=(16, 16),
+        batch_size=3,
+        foreground_fraction=0.5,
+        augment=build_augmentation("default", patch_size=(16, 16)),
+    )
+
+
+def test_step_generator_is_seeded_by_seed_and_step_only() -> None:
+    expected = np.random.default_rng([3, 7]).integers(1 << 30, size=4)
+    np.testing.assert_array_equal(step_rng(seed=3, step=7).integers(1 << 30, size=4), expected)
+    assert not np.array_equal(step_rng(seed=3, step=8).integers(1 << 30, size=4), expected)
+    with pytest.raises(ValueError, match="non-negative"):
+        step_rng(seed=-1, step=0)
+
+
+# torch warns when there are more workers than CPUs this process may use (the test may run pinned to one).
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+def test_two_workers_give_the_serial_batches_bit_for_bit() -> None:
+    batcher = _batcher()
+    serial = BatchStream(batcher, seed=11, start=5, workers=0)
+    parallel = BatchStream(batcher, seed=11, start=5, workers=2)
+    try:
+        got_serial = [next(serial) for _ in range(6)]
+        got_parallel = [next(parallel) for _ in range(6)]
+    finally:
+        parallel.close()
+    x5, y5 = batch_for_step(batcher, seed=11, step=5)  # a stream started at 5 begins with step 5's batch
+    assert torch.equal(got_serial[0][0], x5) and torch.equal(got_serial[0][1], y5)
+    assert not torch.equal(got_serial[0][0], got_serial[1][0])  # steps differ
+    for (xs, ys), (xp, yp) in zip(got_serial, got_parallel, strict=True):
+        assert xs.dtype == xp.dtype == torch.float32 and ys.dtype == yp.dtype == torch.int64
+        assert torch.equal(xs, xp) and torch.equal(ys, yp)
+
+
+@pytest.mark.parametrize("workers", [-1, 1.5, True])
+def test_bad_worker_count_is_a_clear_error(workers: object) -> None:
+    with pytest.raises(ValueError, match="train.workers"):
+        BatchStream(_batcher(), seed=0, start=0, workers=workers)  # type: ignore[arg-type]
