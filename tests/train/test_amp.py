@@ -19,7 +19,9 @@ CUDA, CPU = torch.device("cuda"), torch.device("cpu")
     [(CUDA, torch.float16, True), (CUDA, torch.bfloat16, False), (CUDA, None, False),
      (CPU, torch.bfloat16, False), (CPU, None, False)],
 )  # fmt: skip
-def test_only_cuda_fp16_uses_a_grad_scaler(device: torch.device, dtype: torch.dtype | None, expected: bool) -> None:
+def test_only_cuda_fp16_uses_a_grad_scaler(
+    device: torch.device, dtype: torch.dtype | None, expected: bool
+) -> None:
     assert needs_grad_scaler(device, dtype) is expected
     if device.type == "cpu":
         assert grad_scaler_for(device, dtype) is None
@@ -38,7 +40,9 @@ def _model_and_loss() -> tuple[torch.nn.Linear, torch.optim.SGD, torch.Tensor]:
 def _step(scaler: torch.amp.GradScaler | None, *, clip: float | None, factor: float = 1.0) -> torch.Tensor:
     model, optimizer, x = _model_and_loss()
     loss = (model(x) ** 2).sum() * factor
-    backward_and_step(loss, optimizer=optimizer, parameters=list(model.parameters()), grad_clip=clip, scaler=scaler)
+    backward_and_step(
+        loss, optimizer=optimizer, parameters=list(model.parameters()), grad_clip=clip, scaler=scaler
+    )
     return torch.cat([model.weight.detach().flatten(), model.bias.detach()])
 
 
@@ -64,7 +68,9 @@ def test_scaler_state_is_saved_and_restored(tmp_path: Path) -> None:
     model, optimizer, _ = _model_and_loss()
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=7)
     _step(scaler, clip=None)  # one good step: growth tracker 1
-    save_training_state(tmp_path, model=model, optimizer=optimizer, ema=None, scalars={"step": 1}, grad_scaler=scaler)
+    save_training_state(
+        tmp_path, model=model, optimizer=optimizer, ema=None, scalars={"step": 1}, grad_scaler=scaler
+    )
     saved = json.loads((tmp_path / STATE_JSON).read_text())["grad_scaler"]
     assert saved["scale"] == 2.0**10 and saved["_growth_tracker"] == 1 and saved["growth_interval"] == 7
 
@@ -79,7 +85,12 @@ def test_state_from_before_per_step_batches_resumes_with_a_warning(tmp_path: Pat
     save_training_state(tmp_path, model=model, optimizer=optimizer, ema=None, scalars={"step": 3})
     meta = json.loads((tmp_path / STATE_JSON).read_text())
     del meta["batches"], meta["grad_scaler"]
-    meta["numpy_rng"] = {"bit_generator": "PCG64", "state": {"state": 1, "inc": 1}, "has_uint32": 0, "uinteger": 0}
+    meta["numpy_rng"] = {
+        "bit_generator": "PCG64",
+        "state": {"state": 1, "inc": 1},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
     (tmp_path / STATE_JSON).write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="older unetkit"):
         assert load_training_state(tmp_path, model=model, optimizer=optimizer, ema=None) == {"step": 3}
@@ -90,7 +101,9 @@ def test_cuda_fp16_steps_with_a_grad_scaler() -> None:
     device = torch.device("cuda")
     scaler = grad_scaler_for(device, torch.float16)
     assert scaler is not None and scaler.is_enabled()
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).to(device)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)
+    ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in model.parameters()]
     x = torch.randn(2, 1, 16, 16, device=device)
@@ -100,7 +113,9 @@ def test_cuda_fp16_steps_with_a_grad_scaler() -> None:
             out = model(x)
         assert out.dtype == torch.float16
         loss = torch.nn.functional.cross_entropy(out.float(), y)
-        backward_and_step(loss, optimizer=optimizer, parameters=list(model.parameters()), grad_clip=1.0, scaler=scaler)
+        backward_and_step(
+            loss, optimizer=optimizer, parameters=list(model.parameters()), grad_clip=1.0, scaler=scaler
+        )
     after = list(model.parameters())
     assert all(torch.isfinite(p).all() for p in after)
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))

@@ -18,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder-weights", default=None, help="pretrained encoder weights file (or hub name)")
     parser.add_argument("--time-budget", default=None, help="training time, e.g. 10m, 90s, 1h")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a plan field")
+    parser.add_argument("--folds", type=int, default=None, metavar="K",
+                        help="k-fold cross-validation over groups (K >= 2; needs --fold): the validation part is "
+                             "one fold instead of train.val_fraction")
+    parser.add_argument("--fold", default=None, metavar="N|all",
+                        help="which fold to train (0..K-1), or 'all': every fold one after another into "
+                             "RUN/fold_0..RUN/fold_{K-1}, plus RUN/cv.json (each fold's best validation Dice and "
+                             "the mean); the time budget applies to each fold")
     parser.add_argument("--resume", action="store_true", help="continue a killed run exactly where it stopped")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -25,18 +32,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unetkit.train.cv import fold_dir, is_cv_parent
     from unetkit.train.loop import train
 
     out = Path(args.out)
+    if args.resume and is_cv_parent(out):
+        return _run_folds(Plan.load(fold_dir(out, 0) / "plan.yaml"), out, args)
     if args.resume:
         plan = Plan.load(out / "plan.yaml")
     else:
         plan = build_plan(args)
         print(f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
               f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}")
+    if args.fold == "all":
+        return _run_folds(plan, out, args)
     result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}")
     return 0
+
+
+def _run_folds(plan: Plan, out: Path, args: argparse.Namespace) -> int:
+    from unetkit.train.cv import train_folds
+
+    result = train_folds(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
+    dice = "  ".join(f"{d:.4f}" for d in result.fold_dice)
+    print(f"cross-validation: best validation Dice per fold {dice}; mean {result.mean_dice:.4f}; "
+          f"summary in {out / 'cv.json'}")
+    return 0
+
+
+def fold_overrides(folds: int | None, fold: str | None) -> list[str]:
+    """``--folds K --fold N|all`` -> plan overrides (``train.folds``, and ``train.fold`` unless ``all``).
+
+    Raises:
+        ValueError: one flag without the other, K below 2, or N not an integer in 0..K-1.
+    """
+    if folds is None and fold is None:
+        return []
+    if folds is None or fold is None:
+        raise ValueError("--folds K and --fold N|all go together (e.g. --folds 5 --fold 0, or --folds 5 --fold all)")
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {folds}")
+    if fold == "all":
+        return [f"train.folds={folds}"]
+    if not fold.isdigit() or int(fold) >= folds:
+        raise ValueError(f"--fold must be 'all' or an integer in 0..{folds - 1}, got {fold!r}")
+    return [f"train.folds={folds}", f"train.fold={int(fold)}"]
 
 
 def build_plan(args: argparse.Namespace) -> Plan:
@@ -48,7 +89,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     else:
         budget = parse_duration(args.time_budget) if args.time_budget else None
         plan = plan_from_data(data_config_from_args(args), device=args.device, time_budget_s=budget)
-    overrides = list(args.set)
+    overrides = list(args.set) + fold_overrides(getattr(args, "folds", None), getattr(args, "fold", None))
     if args.model:
         overrides.append(f"model.name={args.model}")
     if args.encoder:

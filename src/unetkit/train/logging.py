@@ -107,3 +107,37 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TensorBoardLog:
+    """Scalars of each evaluation as TensorBoard events in ``folder`` when ``torch.utils.tensorboard`` is
+    importable (the ``tensorboard`` package is installed); otherwise every call does nothing."""
+
+    def __init__(self, folder: Path, *, purge_step: int | None = None) -> None:
+        """Args:
+            folder: event-file folder (created on the first write).
+            purge_step: on resume, the restored step: events a killed run logged at or after it are dropped.
+        """
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            self._writer = None
+            return
+        self._writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+    @property
+    def enabled(self) -> bool:
+        return self._writer is not None
+
+    def write(self, *, step: int, **scalars: float) -> None:
+        """Add each finite scalar under its own tag (a NaN ``val_dice``, i.e. no validation set, is skipped)."""
+        if self._writer is None:
+            return
+        for tag, value in scalars.items():
+            if math.isfinite(value):
+                self._writer.add_scalar(tag, value, global_step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

@@ -65,7 +65,9 @@ class BatchStream:
         self, batcher: PatchBatcher, *, seed: int, start: int, workers: int = 0, pin_memory: bool = False
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"train.workers must be an integer >= 0 (0 = load in the main process), got {workers!r}")
+            raise ValueError(
+                f"train.workers must be an integer >= 0 (0 = load in the main process), got {workers!r}"
+            )
         step_rng(seed=seed, step=start)  # validates seed and start before any worker starts
         self.pin_memory = pin_memory
         self._iterator: Iterator[Batch]
