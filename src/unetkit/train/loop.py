@@ -1,8 +1,10 @@
 """The training loop: read it top to bottom.
 
 Everything it needs comes from the :class:`~unetkit.config.Plan`; all state is local and explicit, and
-everything that must survive a kill (model, optimiser, EMA, step, RNG states, planned step count) is
-saved together so that ``--resume`` continues exactly (bit-exact on CPU).
+everything that must survive a kill (model, optimiser, EMA, loss scaler, step, torch RNG state, planned
+step count) is saved together so that ``--resume`` continues exactly (bit-exact on CPU). The batch of
+step ``s`` depends only on ``(seed, s)`` (:mod:`unetkit.train.prefetch`), so batches need no saved state
+and ``train.workers`` processes can prepare them ahead without changing them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from unetkit.train.checkpoint import load_training_state, save_training_state
 from unetkit.train.evaluation import foreground_dice, predict_probabilities
 from unetkit.train.logging import MetricsLog, Progress, TensorBoardLog
 from unetkit.train.overlays import write_validation_overlays
-from unetkit.train.precision import autocast, memory_format, resolve_precision
+from unetkit.train.precision import autocast, backward_and_step, grad_scaler_for, memory_format, resolve_precision
+from unetkit.train.prefetch import BatchStream
 from unetkit.train.schedule import lr_at
 from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
 
@@ -53,7 +56,6 @@ def train(
     run_dir = prepare_run_dir(Path(run_dir), resume=resume, overwrite=overwrite)
     dev = torch.device(device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
 
     # 1. Data: checked, loaded, split by group, normalised; a patch batcher with augmentation.
     examples, groups = load_examples(plan.data)
@@ -76,14 +78,14 @@ def train(
     if layout is not None:
         model = model.to(memory_format=layout)
     ema = copy.deepcopy(model).eval() if cfg.ema else None
+    scaler = grad_scaler_for(dev, amp_dtype)  # fp16 on CUDA only
     optimizer = build_optimizer(model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = _loss(plan)
 
     # 3. Fresh start or exact resume.
     state = {"step": 0, "total_steps": cfg.steps if not cfg.time_budget_s else 0, "best": -1.0, "elapsed": 0.0}
     if resume:
-        state, rng_state = load_training_state(run_dir, model=model, optimizer=optimizer, ema=ema)
-        rng.bit_generator.state = rng_state
+        state = load_training_state(run_dir, model=model, optimizer=optimizer, ema=ema, grad_scaler=scaler)
     else:
         plan.save(run_dir / "plan.yaml")
     log = MetricsLog(run_dir / "metrics.csv", resume=resume)
@@ -92,6 +94,8 @@ def train(
     progress = Progress(total=state["total_steps"] or None, start=state["step"])
     started = time.perf_counter() - state["elapsed"]
     paced_from = (0, 0.0)  # replaced at step 2; a run resumed before then paces from its start
+    pin = dev.type == "cuda"
+    batches = BatchStream(batcher, seed=cfg.seed, start=state["step"], workers=cfg.workers, pin_memory=pin)
 
     # 4. The loop.
     model.train()
@@ -104,17 +108,15 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        x, y = batcher.next(rng)
+        x, y = next(batches)
+        x, y = x.to(dev, non_blocking=x.is_pinned()), y.to(dev, non_blocking=y.is_pinned())
         if layout is not None:
             x = x.contiguous(memory_format=layout)
         with autocast(dev, amp_dtype):
-            outputs = model(x.to(dev))
-        loss = loss_fn(_as_float(outputs), y.to(dev))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+            outputs = model(x)
+        loss = loss_fn(_as_float(outputs), y)
+        params = list(model.parameters())
+        backward_and_step(loss, optimizer=optimizer, parameters=params, grad_clip=cfg.grad_clip, scaler=scaler)
         if ema is not None:
             _update_ema(ema, model, decay=float(cfg.ema))
         state["step"] = step = step + 1
@@ -142,9 +144,7 @@ def train(
                 state["best"] = score if val_set else state["best"]
                 save_pretrained(scored, run_dir / "best")
             save_pretrained(scored, run_dir / "last")
-            save_training_state(
-                run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, numpy_rng_state=rng.bit_generator.state
-            )
+            save_training_state(run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, grad_scaler=scaler)
             log.write(step=step, loss=loss_value, lr=lr, val_dice=score, elapsed=state["elapsed"])
             tb.write(step=step, loss=loss_value, lr=lr, val_dice=score)
             progress.evaluation(step, loss=loss_value, val_dice=score, best=state["best"])
@@ -153,6 +153,7 @@ def train(
         if cfg.early_stop_patience and state.get("stale", 0) >= cfg.early_stop_patience:
             break  # no validation improvement in `early_stop_patience` evaluations
 
+    batches.close()
     progress.close()
     tb.close()
     log.plot(run_dir / "curve.png")
