@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from unetkit.cli import main
+from unetkit.config import Plan, apply_overrides
 from unetkit.data.transforms import build_augmentation
 from unetkit.train.batches import Example, PatchBatcher
+from unetkit.train.loop import train
 from unetkit.train.prefetch import BatchStream, batch_for_step, step_rng
 
 
@@ -58,3 +64,27 @@ def test_two_workers_give_the_serial_batches_bit_for_bit() -> None:
 def test_bad_worker_count_is_a_clear_error(workers: object) -> None:
     with pytest.raises(ValueError, match="train.workers"):
         BatchStream(_batcher(), seed=0, start=0, workers=workers)  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+def test_run_with_workers_stopped_and_resumed_matches_serial_run(datasets: Path, tmp_path: Path) -> None:
+    root = datasets / "isbi2012_em_membrane"
+    data = tmp_path / "train.csv"
+    data.write_text(
+        "image,mask\n" + "".join(f"{root}/images/{i}.png,{root}/masks/{i}.png\n" for i in range(4))
+    )
+    tiny = ["--value-map", "0:1,255:0", "--set", "model.kwargs.width=4", "--set", "model.kwargs.depth=3",
+            "--set", "train.patch_size=[64,64]", "--set", "train.batch_size=2", "--set", "train.time_budget_s=null",
+            "--set", "train.steps=12", "--set", "train.val_every=4", "--set", "train.warmup_steps=3",
+            "--set", "infer.tile_size=[128,128]"]  # fmt: skip
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert main(["train", str(data), "--out", str(serial), *tiny]) == 0
+
+    plan = apply_overrides(Plan.load(serial / "plan.yaml"), ["train.workers=2"])
+    assert train(plan, parallel, stop_after=6).steps == 6  # stops with workers still prefetching
+    assert main(["train", str(data), "--out", str(parallel), "--resume"]) == 0  # plan.yaml says workers=2
+    a = load_file(str(serial / "last" / "model.safetensors"))
+    b = load_file(str(parallel / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
