@@ -107,7 +107,9 @@ def test_fold_all_trains_each_fold_into_its_own_run_and_summarises(cv_run: Path)
         run = cv_run / f"fold_{i}"
         plan = Plan.load(run / "plan.yaml")
         assert (plan.train.folds, plan.train.fold) == (3, i)
-        assert (run / "best" / "model.safetensors").is_file() and (run / "last" / "model.safetensors").is_file()
+        assert (run / "best" / "model.safetensors").is_file() and (
+            run / "last" / "model.safetensors"
+        ).is_file()
         # The overlays name the fold's validation images: the folds' validation parts partition the data.
         names = sorted(p.stem for p in (run / "overlays").glob("*.png"))
         assert len(names) == 2
@@ -142,7 +144,10 @@ def test_resuming_a_finished_cross_validation_keeps_its_summary(cv_run: Path) ->
 def test_bad_fold_flags_are_clear_errors(
     flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--plan", _plan_file(tmp_path), *flags]) != 0
+    assert (
+        main(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--plan", _plan_file(tmp_path), *flags])
+        != 0
+    )
     assert message in capsys.readouterr().err
 
 

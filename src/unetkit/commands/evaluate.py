@@ -1,4 +1,4 @@
-"""``unetkit evaluate RUN DATA``: per-image CSV, summary JSON and the worst cases as overlays."""
+"""``unetkit evaluate RUN DATA [--ensemble RUN2 ...]``: per-image CSV, summary JSON and the worst cases as overlays."""
 
 from __future__ import annotations
 
@@ -19,9 +19,14 @@ METRICS = ("dice", "iou", "precision", "recall")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory written by `unetkit train`")
+    parser.add_argument("run", help="run directory written by `unetkit train`, or a cross-validation folder "
+                                    "(`train --fold all`) whose fold_* runs then score as an ensemble")
     parser.add_argument("data", help="labelled dataset (folder or CSV/JSON list); read with the run's data options")
-    parser.add_argument("--out", default=None, help="output folder (default RUN/eval)")
+    parser.add_argument("--ensemble", action="append", default=[], metavar="RUN2",
+                        help="add another run (or CV folder) to the ensemble (repeatable): the models' class "
+                             "probabilities, each after its own TTA, are averaged before thresholding/argmax")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default RUN/eval; RUN/eval_ensemble with --ensemble)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"))
     parser.add_argument("--worst", type=int, default=3, help="write overlays of the N worst images")
@@ -36,15 +41,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from unetkit.data.dataset import load_samples
     from unetkit.data.discovery import discover
+    from unetkit.infer.ensemble import load_predictor, resolve_runs
     from unetkit.infer.predictor import Predictor
 
     run_dir = Path(args.run)
-    plan = Plan.load(run_dir / "plan.yaml")
-    data = _data_config(plan.data, args)
+    runs = resolve_runs(run_dir, args.ensemble)
     overrides = {"tta": args.tta} if args.tta else {}
-    predictor = Predictor.from_run(run_dir, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
-                                   backend="onnx" if args.onnx else "torch", onnx_path=args.onnx, **overrides)
-    out = Path(args.out) if args.out else run_dir / "eval"
+    if args.onnx and len(runs) > 1:
+        raise ValueError("--onnx scores one exported model; it cannot be combined with an ensemble")
+    if args.onnx:
+        predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=args.device,
+                                       fast=not args.no_fast, backend="onnx", onnx_path=args.onnx, **overrides)
+    else:
+        predictor = load_predictor(runs, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
+                                   **overrides)
+    plan = predictor.plan
+    data = _data_config(plan.data, args)
+    out = Path(args.out) if args.out else run_dir / ("eval_ensemble" if args.ensemble else "eval")
     out.mkdir(parents=True, exist_ok=True)
     samples = discover(data).samples
     if not samples:

@@ -1,4 +1,4 @@
-"""``unetkit predict RUN INPUTS... --out DIR``: masks (same format/geometry as the input), overlays,
+"""``unetkit predict RUN INPUTS... --out DIR [--ensemble RUN2 ...]``: masks (same format/geometry as the input), overlays,
 optional probabilities and uncertainty. A bad input is reported and skipped; exit 1 at the end.
 
 Outputs per input ``<stem>.<ext>``: the mask ``<stem>.<ext>`` for TIFF / NIfTI inputs (same CRS and
@@ -26,8 +26,12 @@ NIFTI = (".nii", ".nii.gz")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from unetkit.infer.raster import DEFAULT_WINDOWED_PIXELS
 
-    parser.add_argument("run", help="run directory written by `unetkit train`")
+    parser.add_argument("run", help="run directory written by `unetkit train`, or a cross-validation folder "
+                                    "(`train --fold all`) whose fold_* runs then predict as an ensemble")
     parser.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    parser.add_argument("--ensemble", action="append", default=[], metavar="RUN2",
+                        help="add another run (or CV folder) to the ensemble (repeatable): the models' class "
+                             "probabilities, each after its own TTA, are averaged before thresholding/argmax")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
@@ -47,14 +51,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unetkit.infer.ensemble import load_predictor, resolve_runs
     from unetkit.infer.predictor import Predictor
 
     overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size}.items()
                  if v is not None}
+    runs = resolve_runs(args.run, args.ensemble)
+    if args.onnx and len(runs) > 1:
+        raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")
     if args.onnx:
-        _check_onnx_matches_run(Path(args.onnx), Path(args.run) / args.checkpoint)
-    predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
-                                   backend="onnx" if args.onnx else "torch", onnx_path=args.onnx, **overrides)
+        _check_onnx_matches_run(Path(args.onnx), runs[0] / args.checkpoint)
+        predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
+                                       backend="onnx", onnx_path=args.onnx, **overrides)
+    else:
+        predictor = load_predictor(runs, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
+                                   **overrides)
+    if len(runs) > 1:
+        print(f"ensemble of {len(runs)} models: {', '.join(str(r) for r in runs)}", flush=True)
     if args.uncertainty and not predictor.with_uncertainty:
         raise ValueError("--uncertainty needs test-time augmentation: add --tta flips (or d4)")
     out = Path(args.out)

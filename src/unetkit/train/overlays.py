@@ -56,7 +56,11 @@ def write_validation_overlays(
     used: set[str] = set()
     for example in val_set[:limit]:
         probs = predict_probabilities(
-            model, example.image, tile_size=tuple(plan.train.patch_size), amp_dtype=amp_dtype, memory_format=layout
+            model,
+            example.image,
+            tile_size=tuple(plan.train.patch_size),
+            amp_dtype=amp_dtype,
+            memory_format=layout,
         )
         labels = probabilities_to_labels(probs, threshold=plan.infer.threshold)
         # The image is the normalised one the model saw; make_overlay stretches it to 0..255 for display.

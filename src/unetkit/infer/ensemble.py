@@ -1,0 +1,184 @@
+"""Ensembles: several trained models (e.g. the folds of a cross-validation) predicting as one.
+
+Each model's class probabilities (after its own test-time augmentation) are averaged before the
+threshold / argmax. The averaging happens per tile, inside one sliding window: Gaussian blending is a
+weighted mean with the same weights for every model, so this equals averaging each model's whole-image
+probabilities, at the cost of one tiling pass. With TTA the uncertainty is the models' mean TTA variance.
+
+Example:
+    >>> ensemble = EnsemblePredictor.from_runs(["runs/cv/fold_0", "runs/cv/fold_1"], tta="flips")
+    >>> result = ensemble(image)     # the same Prediction as Predictor returns
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetkit.config import InferConfig, Plan
+from unetkit.infer.predictor import Prediction, Predictor
+
+# Data options that change what a model sees or what its outputs mean; the others (where the data lies,
+# how images are grouped for the split) may differ between ensemble members.
+_SHARED_DATA_FIELDS = (
+    "mask_threshold", "value_map", "colour_table", "ignore_colours", "ignore_index", "classes", "task",
+    "in_channels", "spatial_dims", "normalization", "background",
+)  # fmt: skip
+
+
+def resolve_runs(run: str | Path, extra: Sequence[str | Path] = ()) -> list[Path]:
+    """The run directories of an ensemble: ``run`` (a run directory, or a cross-validation folder whose
+    ``fold_<i>`` runs all join) followed by the ``extra`` run directories.
+
+    Raises:
+        FileNotFoundError: a path that is neither a run directory (with ``plan.yaml``) nor a CV folder.
+    """
+    from unetkit.train.cv import fold_runs
+
+    runs: list[Path] = []
+    for item in [run, *extra]:
+        path = Path(item)
+        if (path / "plan.yaml").is_file():
+            runs.append(path)
+        elif folds := fold_runs(path):
+            runs += folds
+        else:
+            raise FileNotFoundError(
+                f"{path}: not a run directory (no plan.yaml) nor a cross-validation folder (no fold_*/plan.yaml)"
+            )
+    return runs
+
+
+def load_predictor(
+    runs: Sequence[str | Path],
+    *,
+    checkpoint: str = "best",
+    device: str = "cpu",
+    fast: bool = True,
+    **infer_overrides: object,
+) -> Predictor | EnsemblePredictor:
+    """A :class:`Predictor` for one run, an :class:`EnsemblePredictor` for several."""
+    if len(runs) == 1:
+        return Predictor.from_run(runs[0], checkpoint=checkpoint, device=device, fast=fast, **infer_overrides)
+    return EnsemblePredictor.from_runs(
+        runs, checkpoint=checkpoint, device=device, fast=fast, **infer_overrides
+    )
+
+
+class EnsemblePredictor:
+    """Average the class probabilities of several :class:`Predictor` members; called like a Predictor.
+
+    The ensemble tiles with the first member's inference settings (tile size, overlap, blending,
+    threshold, minimum size, TTA); members keep their own network and plan.
+    """
+
+    def __init__(self, members: Sequence[Predictor]) -> None:
+        """Check that the members can be averaged.
+
+        Raises:
+            ValueError: fewer than two members, or members whose plans disagree on data options, classes,
+                input channels or test-time augmentation (names the first member that differs and how).
+        """
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two models, got {len(members)}")
+        first = members[0]
+        for i, member in enumerate(members[1:], start=1):
+            problem = _mismatch(first, member)
+            if problem:
+                raise ValueError(f"ensemble member {i} does not match member 0: {problem}")
+        self.members = list(members)
+        self.plan: Plan = first.plan
+        self.infer: InferConfig = first.infer
+        self.spatial_dims = first.spatial_dims
+        self.backend = "torch"
+
+    @classmethod
+    def from_runs(
+        cls,
+        runs: Sequence[str | Path],
+        *,
+        checkpoint: str = "best",
+        device: str = "cpu",
+        fast: bool = True,
+        **infer_overrides: object,
+    ) -> EnsemblePredictor:
+        """Load every run's checkpoint and plan; all members infer with the first run's settings plus
+        ``infer_overrides`` (as :meth:`Predictor.from_run`).
+
+        Raises:
+            FileNotFoundError: a missing plan or checkpoint.
+            ValueError: an unknown inference setting, or runs that do not match (see ``__init__``).
+        """
+        from unetkit.models.base import load_model
+
+        lead = Predictor.from_run(runs[0], checkpoint=checkpoint, device=device, fast=fast, **infer_overrides)
+        members = [lead]
+        for run in runs[1:]:
+            plan = Plan.load(Path(run) / "plan.yaml")
+            model = load_model(Path(run) / checkpoint)
+            members.append(Predictor(model, plan, device=device, fast=fast, infer=lead.infer))
+        return cls(members)
+
+    @property
+    def with_uncertainty(self) -> bool:
+        return self.members[0].with_uncertainty
+
+    def tile_fn(self):  # type: ignore[no-untyped-def]
+        """Tiles ``(B, C, *tile)`` -> the members' mean output ``(B, K[+1], *tile)`` (see Predictor.tile_fn)."""
+        fns = [m.tile_fn() for m in self.members]
+
+        def mean_of_members(batch: torch.Tensor) -> torch.Tensor:
+            total = fns[0](batch).float()
+            for fn in fns[1:]:
+                total = total + fn(batch).float().to(total.device)
+            return total / len(fns)
+
+        return mean_of_members
+
+    @torch.inference_mode()
+    def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(mean probabilities (K, *spatial), mean TTA variance (*spatial) or None)`` for a raw image."""
+        from unetkit.data.normalize import normalize
+        from unetkit.infer.tiling import sliding_window_predict
+
+        self.members[0]._check(image)
+        x = torch.from_numpy(normalize(image, mode=self.plan.data.normalization))
+        out = sliding_window_predict(
+            self.tile_fn(),
+            x,
+            tile_size=tuple(self.infer.tile_size),
+            overlap=self.infer.overlap,
+            blend=self.infer.blend,
+            batch_size=self.infer.batch_size,
+        ).numpy()
+        if self.with_uncertainty:
+            return out[:-1], out[-1]
+        return out, None
+
+    def __call__(self, image: np.ndarray) -> Prediction:
+        from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components
+
+        probs, uncertainty = self.probabilities(image)
+        labels = probabilities_to_labels(probs, threshold=self.infer.threshold)
+        if self.infer.min_size > 0:
+            labels = remove_small_components(labels, min_size=self.infer.min_size)
+        return Prediction(labels=labels, probabilities=probs, uncertainty=uncertainty)
+
+
+def _mismatch(a: Predictor, b: Predictor) -> str | None:
+    """How member ``b`` differs from ``a`` in what must be shared, or None."""
+    for name in _SHARED_DATA_FIELDS:
+        va, vb = getattr(a.plan.data, name), getattr(b.plan.data, name)
+        if va != vb:
+            return f"data option {name} is {vb!r}, not {va!r}"
+    defaults = {"classes": 2, "in_channels": a.plan.data.in_channels}  # as the models are built
+    for name, default in defaults.items():
+        va, vb = a.plan.model.kwargs.get(name, default), b.plan.model.kwargs.get(name, default)
+        if va != vb:
+            return f"model {name} is {vb!r}, not {va!r}"
+    if a.with_uncertainty != b.with_uncertainty:
+        return f"test-time augmentation is {b.infer.tta!r}, not {a.infer.tta!r}"
+    return None
