@@ -140,3 +140,24 @@ def test_evaluate_cli_scores_the_ensemble(runs: dict[str, Path], tmp_path: Path)
         assert rows[key] == pytest.approx(2 * (pred & fg).sum() / (pred.sum() + fg.sum()), abs=1e-6)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dice"] == pytest.approx(np.mean(list(rows.values())))
+
+
+def test_windowed_raster_prediction_of_an_ensemble_equals_in_memory(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    from unetkit.infer.raster import predict_raster
+
+    array = _image(seed=3, shape=(110, 130)).astype(np.uint8)
+    path = tmp_path / "x.tif"
+    geo = {"crs": "EPSG:32640", "transform": rasterio.Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 2790000.0)}
+    with rasterio.open(path, "w", driver="GTiff", height=110, width=130, count=1, dtype="uint8", **geo) as ds:
+        ds.write(array)
+    ensemble = EnsemblePredictor.from_runs([runs["a"], runs["b"]])
+    result = predict_raster(
+        ensemble, path, mask_path=tmp_path / "m.tif", prob_path=tmp_path / "p.tif", window=60
+    )
+    assert result.windows.chunks > 1
+    expected = ensemble(array.astype(np.float32))
+    with rasterio.open(tmp_path / "p.tif") as prob:
+        np.testing.assert_allclose(prob.read(), expected.probabilities, atol=1e-4)

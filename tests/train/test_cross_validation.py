@@ -185,3 +185,32 @@ def test_tensorboard_events_hold_the_logged_scalars(cv_run: Path) -> None:
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [int(r["step"]) for r in rows]
         np.testing.assert_allclose([e.value for e in events], [float(r[tag]) for r in rows], rtol=1e-6)
+
+
+def test_tensorboard_log_is_a_no_op_without_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from unetkit.train.logging import TensorBoardLog
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
+    log = TensorBoardLog(tmp_path / "tb")
+    log.write(step=1, loss=0.5, lr=1e-3, val_dice=0.7)
+    log.close()
+    assert not log.enabled and not (tmp_path / "tb").exists()
+
+
+def test_no_overlays_without_validation_or_in_3d(tmp_path: Path) -> None:
+    import torch
+
+    from unetkit.train.overlays import write_validation_overlays
+
+    (tmp_path / "best").mkdir()  # never read: both cases return before loading a model
+    example = _examples(["a"])[0]
+    cpu = torch.device("cpu")
+    assert write_validation_overlays(tmp_path, [], Plan(), device=cpu) == []
+    plan_3d = Plan()
+    plan_3d.data.spatial_dims = 3
+    assert write_validation_overlays(tmp_path, [example], plan_3d, device=cpu) == []
+    assert not (tmp_path / "overlays").exists()
