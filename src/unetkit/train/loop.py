@@ -22,11 +22,18 @@ from unetkit.infer.postprocess import probabilities_to_labels
 from unetkit.models.base import save_pretrained
 from unetkit.registry import create_model
 from unetkit.train.batches import Example, PatchBatcher
+from unetkit.train.budget import default_val_every, first_estimate, re_estimate
 from unetkit.train.checkpoint import load_training_state, save_training_state
 from unetkit.train.evaluation import foreground_dice, predict_probabilities
 from unetkit.train.logging import MetricsLog, Progress, TensorBoardLog
 from unetkit.train.overlays import write_validation_overlays
-from unetkit.train.precision import autocast, backward_and_step, grad_scaler_for, memory_format, resolve_precision
+from unetkit.train.precision import (
+    autocast,
+    backward_and_step,
+    grad_scaler_for,
+    memory_format,
+    resolve_precision,
+)
 from unetkit.train.prefetch import BatchStream
 from unetkit.train.schedule import lr_at
 from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
@@ -83,7 +90,12 @@ def train(
     loss_fn = _loss(plan)
 
     # 3. Fresh start or exact resume.
-    state = {"step": 0, "total_steps": cfg.steps if not cfg.time_budget_s else 0, "best": -1.0, "elapsed": 0.0}
+    state = {
+        "step": 0,
+        "total_steps": cfg.steps if not cfg.time_budget_s else 0,
+        "best": -1.0,
+        "elapsed": 0.0,
+    }
     if resume:
         state = load_training_state(run_dir, model=model, optimizer=optimizer, ema=ema, grad_scaler=scaler)
     else:
@@ -93,7 +105,6 @@ def train(
     tb = TensorBoardLog(run_dir / "tb", purge_step=state["step"] + 1 if resume else None)
     progress = Progress(total=state["total_steps"] or None, start=state["step"])
     started = time.perf_counter() - state["elapsed"]
-    paced_from = (0, 0.0)  # replaced at step 2; a run resumed before then paces from its start
     pin = dev.type == "cuda"
     batches = BatchStream(batcher, seed=cfg.seed, start=state["step"], workers=cfg.workers, pin_memory=pin)
 
@@ -116,35 +127,57 @@ def train(
             outputs = model(x)
         loss = loss_fn(_as_float(outputs), y)
         params = list(model.parameters())
-        backward_and_step(loss, optimizer=optimizer, parameters=params, grad_clip=cfg.grad_clip, scaler=scaler)
+        backward_and_step(
+            loss, optimizer=optimizer, parameters=params, grad_clip=cfg.grad_clip, scaler=scaler
+        )
         if ema is not None:
             _update_ema(ema, model, decay=float(cfg.ema))
         state["step"] = step = step + 1
         state["elapsed"] = time.perf_counter() - started
 
-        # A time budget becomes a fixed step count after a short calibration (stored, so resume is exact).
-        # The first steps pay one-off costs (allocator, kernel selection), so the pace is measured after them.
+        # A time budget becomes a step count after a short calibration, re-estimated after each evaluation
+        # (see train/budget.py); the count is stored, so resume is exact. The first steps pay one-off costs,
+        # so the pace of training steps is measured from step 2, evaluation time excluded.
         if step == 2:
-            paced_from = (step, state["elapsed"])
+            state["paced_from"] = [step, _training_seconds(state)]
         if not state["total_steps"] and step == CALIBRATION_STEPS:
-            state["total_steps"] = _steps_for_budget(cfg.time_budget_s or 0, state["elapsed"], step, paced_from)
+            state["total_steps"] = first_estimate(
+                budget_s=cfg.time_budget_s or 0,
+                elapsed_s=state["elapsed"],
+                step=step,
+                step_s=_step_seconds(state),
+            )
             progress.set_total(state["total_steps"])
         loss_value = loss.item()
         progress.update(step, loss=loss_value, lr=lr)
 
         done = bool(state["total_steps"]) and step >= state["total_steps"]
-        val_every = cfg.val_every or max(state["total_steps"] // 8, 1)
-        due = bool(state["total_steps"]) and step % val_every == 0
+        if state["total_steps"] and not state.get("val_every"):
+            state["val_every"] = cfg.val_every or default_val_every(state["total_steps"])
+        due = bool(state["total_steps"]) and step % state.get("val_every", 1) == 0
         if due or done or (stop_after and step >= stop_after):
+            eval_started = time.perf_counter()
             scored = ema if ema is not None else model
-            score = _validate(scored, val_set, plan, amp_dtype=amp_dtype, layout=layout) if val_set else float("nan")
+            score = (
+                _validate(scored, val_set, plan, amp_dtype=amp_dtype, layout=layout)
+                if val_set
+                else float("nan")
+            )
             improved = not val_set or score > state["best"]
             state["stale"] = 0 if improved else state.get("stale", 0) + 1
             if improved:
                 state["best"] = score if val_set else state["best"]
                 save_pretrained(scored, run_dir / "best")
             save_pretrained(scored, run_dir / "last")
-            save_training_state(run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, grad_scaler=scaler)
+            _account_evaluation(
+                state, seconds=time.perf_counter() - eval_started, now=time.perf_counter() - started
+            )
+            if cfg.time_budget_s and not done:
+                state["total_steps"] = _re_estimate(state, budget_s=cfg.time_budget_s)
+                progress.set_total(state["total_steps"])
+            save_training_state(
+                run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, grad_scaler=scaler
+            )
             log.write(step=step, loss=loss_value, lr=lr, val_dice=score, elapsed=state["elapsed"])
             tb.write(step=step, loss=loss_value, lr=lr, val_dice=score)
             progress.evaluation(step, loss=loss_value, val_dice=score, best=state["best"])
@@ -158,7 +191,9 @@ def train(
     tb.close()
     log.plot(run_dir / "curve.png")
     write_validation_overlays(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
-    return TrainResult(run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"])
+    return TrainResult(
+        run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"]
+    )
 
 
 def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp_dtype, layout) -> float:  # type: ignore[no-untyped-def]
@@ -166,7 +201,11 @@ def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp
     scores = []
     for example in val_set:
         probs = predict_probabilities(
-            model, example.image, tile_size=tuple(plan.train.patch_size), amp_dtype=amp_dtype, memory_format=layout
+            model,
+            example.image,
+            tile_size=tuple(plan.train.patch_size),
+            amp_dtype=amp_dtype,
+            memory_format=layout,
         )
         pred = probabilities_to_labels(probs, threshold=plan.infer.threshold)
         scores.append(
@@ -215,10 +254,30 @@ def _provisional_total(cfg) -> int:  # type: ignore[no-untyped-def]
     return max(cfg.warmup_steps, CALIBRATION_STEPS) * 1000
 
 
-def _steps_for_budget(budget_s: float, elapsed_s: float, steps_done: int, paced_from: tuple[int, float]) -> int:
-    """Steps that fit the budget at the pace measured since ``paced_from = (step, elapsed)``, leaving ~5%
-    of the remaining time for the (about eight) validations and checkpoints."""
-    start_step, start_s = paced_from
-    per_step = (elapsed_s - start_s) / max(steps_done - start_step, 1)
-    remaining = max(budget_s - elapsed_s, 0.0) * 0.95
-    return max(steps_done + 1, steps_done + int(remaining / max(per_step, 1e-9)))
+def _account_evaluation(state: dict, *, seconds: float, now: float) -> None:
+    """Count one evaluation (validation + checkpoints) of ``seconds``; the run's clock is now ``now``."""
+    state["eval_s"] = state.get("eval_s", 0.0) + seconds
+    state["evals"] = state.get("evals", 0) + 1
+    state["elapsed"] = now
+
+
+def _re_estimate(state: dict, *, budget_s: float) -> int:
+    return re_estimate(
+        budget_s=budget_s,
+        elapsed_s=state["elapsed"],
+        step=state["step"],
+        step_s=_step_seconds(state),
+        eval_s=state["eval_s"] / state["evals"],
+        val_every=state["val_every"],
+    )
+
+
+def _training_seconds(state: dict) -> float:
+    """Wall time spent on training steps so far (evaluations and checkpoints excluded)."""
+    return float(state["elapsed"]) - float(state.get("eval_s", 0.0))
+
+
+def _step_seconds(state: dict) -> float:
+    """Seconds per training step since ``state["paced_from"]`` (step 2; a run resumed before it: its start)."""
+    start_step, start_s = state.get("paced_from", (0, 0.0))
+    return (_training_seconds(state) - start_s) / max(state["step"] - start_step, 1)
