@@ -10,11 +10,15 @@ override it (``--set train.lr=3e-4``). They follow what works for U-Nets on 500-
 * loss Dice + CE; AdamW 1e-3, warm-up then cosine; foreground-centred patches, more of them when
   the foreground is rare (< 5 %: half the batch);
 * augmentation preset from the data (microscopy / medical / aerial / industrial);
-* length: a time budget (default 8 minutes on a CPU) or a number of steps on a GPU.
+* length: a time budget (default 8 minutes on a CPU) or a number of steps on a GPU;
+* batches built in the training process on a CPU (a worker would take the cores the model uses),
+  by worker processes on a GPU;
+* inference averages the flipped views in 2D (nnU-Net's mirroring; 4 passes per tile).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -58,8 +62,9 @@ def make_plan(data: DataConfig, fingerprint: dict[str, Any], *, device: str = "c
         augmentation=_preset(facts),
         val_every=0,  # 0 = about eight evaluations over the run
         precision="auto",
+        workers=min(8, max((os.cpu_count() or 1) - 1, 0)) if gpu else 0,
     )
-    infer = InferConfig(tile_size=list(patch), overlap=0.5, tta="none")
+    infer = InferConfig(tile_size=list(patch), overlap=0.5, tta="flips" if dims == 2 else "none")
     return Plan(data=data, model=model, train=train, infer=infer)
 
 
