@@ -210,7 +210,7 @@ def run_method(*, method: str, spec: DatasetSpec, args: argparse.Namespace, lite
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="isbi,drive,dubai,magnetic", help=f"comma list of {','.join(SPECS)}")
-    p.add_argument("--methods", default="unetkit,smp,monai", help="comma list of unetkit,smp,monai")
+    p.add_argument("--methods", default="unetkit,smp,monai", help="comma list of unetkit,smp,monai,unetkit-lite0")
     p.add_argument("--budget", type=float, default=10.0, help="training wall-clock minutes per method")
     p.add_argument("--work", type=Path, default=Path("/tmp/acc"), help="splits, runs, predictions, logs")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="shared datasets folder")
@@ -229,9 +229,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if name not in SPECS:
             p.error(f"unknown dataset {name!r}; choose from {', '.join(SPECS)}")
     for name in args.methods:
-        if name not in METHODS[:3]:
-            p.error(f"unknown method {name!r}; choose from unetkit, smp, monai (lite0: --finetune-lite0)")
-    if args.finetune_lite0:
+        if name not in METHODS:
+            p.error(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if "unetkit-lite0" in args.methods:
+        args.finetune_lite0 = True
+    elif args.finetune_lite0:
         args.methods.append("unetkit-lite0")
     if args.budget <= 0:
         p.error("--budget must be positive (minutes)")

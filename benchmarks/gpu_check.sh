@@ -73,7 +73,7 @@ rc=$?
 record pytest_cuda "$rc" "$t" "summary=$(tail -n 1 "$OUT/logs/pytest.log")"
 
 # Data: the real ISBI slices, or synthetic blobs.
-ISBI=../shared/datasets/isbi2012_em_membrane
+ISBI=${ISBI:-../shared/datasets/isbi2012_em_membrane}
 if [ -z "${SYNTH:-}" ] && [ -d "$ISBI/images" ]; then
     ROOT=$(cd "$ISBI" && pwd)
     {
