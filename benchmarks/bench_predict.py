@@ -63,7 +63,7 @@ def default_plan(width: int):  # type: ignore[no-untyped-def]
     from unetkit.train.plan import make_plan
 
     fingerprint = {"spatial_dims": 2, "channels": 1, "sizes": {"median": [SIZE, SIZE]}}
-    plan = make_plan(DataConfig(in_channels=1, classes=["background", "membrane"], task="binary"), fingerprint)
+    plan = make_plan(DataConfig(in_channels=1, classes=["background", "membrane"], task="binary"), fingerprint, pretrained=False)
     plan.model.kwargs["width"] = width
     plan.infer = InferConfig(tile_size=[SIZE, SIZE], overlap=0.5, tta="none", batch_size=4)
     return plan

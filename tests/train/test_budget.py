@@ -60,7 +60,7 @@ def test_a_budgeted_run_with_costly_validation_ends_on_time(datasets, tmp_path):
     run = tmp_path / "run"
     code = main([
         "train", str(tmp_path / "train.csv"), "--out", str(run), "--value-map", "0:1,255:0", "--time-budget", "10s",
-        "--set", "model.kwargs.width=4", "--set", "train.patch_size=[64,64]", "--set", "train.val_fraction=0.5",
+        "--encoder", "plain", "--set", "model.kwargs.width=4", "--set", "train.patch_size=[64,64]", "--set", "train.val_fraction=0.5",
         "--set", "train.augmentation=none",
     ])  # fmt: skip
     assert code == 0

@@ -17,7 +17,7 @@ def _fp(**kw: object) -> dict:  # type: ignore[type-arg]
 
 
 def test_em_like_data_on_a_cpu() -> None:
-    plan = make_plan(DataConfig(task="binary"), _fp())
+    plan = make_plan(DataConfig(task="binary"), _fp(), pretrained=False)
     assert plan.train.patch_size == [256, 256]  # capped on a CPU
     assert plan.model.kwargs["width"] == 16 and plan.model.kwargs["depth"] == 4
     assert plan.train.time_budget_s == 480.0 and plan.train.steps == 0
@@ -28,10 +28,31 @@ def test_em_like_data_on_a_cpu() -> None:
 
 def test_rare_foreground_small_images_and_gpu() -> None:
     plan = make_plan(DataConfig(task="binary"), _fp(sizes={"median": [230, 150]}, foreground_fraction=0.02),
-                     device="cuda")  # fmt: skip
+                     device="cuda", pretrained=False)  # fmt: skip
     assert plan.train.patch_size == [240, 160]  # median rounded up to a multiple of 16
     assert plan.train.foreground_fraction == 0.5
     assert plan.model.kwargs["width"] == 32 and plan.train.steps > 0 and plan.train.time_budget_s is None
+
+
+def test_pretrained_encoder_for_2d_grey_or_rgb_images_only() -> None:
+    grey = make_plan(DataConfig(task="binary"), _fp(), pretrained=True).model.kwargs
+    assert grey["encoder"] == "tf_efficientnet_lite0" and grey["encoder_weights"] == "imagenet"
+    assert "width" not in grey and "depth" not in grey  # the backbone fixes its own stages
+    rgb = make_plan(DataConfig(), _fp(channels=[3]), pretrained=True).model.kwargs
+    assert rgb["encoder"] == "tf_efficientnet_lite0" and rgb["in_channels"] == 3
+    # Multi-band rasters and volumes have no ImageNet counterpart: the plain encoder, from scratch.
+    for fp in (_fp(channels=[4]), _fp(spatial_dims=[3], sizes={"median": [32, 32, 32]})):
+        kwargs = make_plan(DataConfig(), fp, pretrained=True).model.kwargs
+        assert kwargs["encoder"] == "plain" and "encoder_weights" not in kwargs
+
+
+def test_pretrained_default_follows_the_installed_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import unetkit.train.plan as planner
+
+    monkeypatch.setattr(planner, "pretrained_encoder_available", lambda: False)
+    assert make_plan(DataConfig(), _fp()).model.kwargs["encoder"] == "plain"
+    monkeypatch.setattr(planner, "pretrained_encoder_available", lambda: True)
+    assert make_plan(DataConfig(), _fp()).model.kwargs["encoder"] == "tf_efficientnet_lite0"
 
 
 def test_volumes_and_colour_tables() -> None:
@@ -75,3 +96,22 @@ def test_plans_written_with_retired_fields_still_load(tmp_path) -> None:  # type
     raw = make_plan(DataConfig(), _fp()).to_dict()
     raw["train"]["num_workers"] = 0  # written by the first version
     assert Plan.from_dict(raw).train.lr == 1e-3
+
+
+def test_encoder_flags_on_the_command_line(datasets, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`--encoder plain` gives the planner's from-scratch network; another encoder drops the planner's weights."""
+    from unetkit.cli import build_parser
+    from unetkit.commands.train import build_plan
+
+    root = datasets / "isbi2012_em_membrane"
+    rows = ["image,mask"] + [f"{root}/images/{i}.png,{root}/masks/{i}.png" for i in range(3)]
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    base = ["train", str(tmp_path / "l.csv"), "--out", str(tmp_path / "r"), "--value-map", "0:1,255:0"]
+    parse = build_parser().parse_args
+    plain = build_plan(parse([*base, "--encoder", "plain"])).model.kwargs
+    assert plain["encoder"] == "plain" and plain["width"] == 16 and plain["depth"] == 4
+    assert "encoder_weights" not in plain
+    other = build_plan(parse([*base, "--encoder", "resnet18"])).model.kwargs
+    assert other["encoder"] == "resnet18" and "encoder_weights" not in other
+    chosen = build_plan(parse([*base, "--encoder", "resnet18", "--encoder-weights", "w.safetensors"])).model.kwargs
+    assert chosen["encoder_weights"] == "w.safetensors"

@@ -73,7 +73,7 @@ def test_run_with_workers_stopped_and_resumed_matches_serial_run(datasets: Path,
     data.write_text(
         "image,mask\n" + "".join(f"{root}/images/{i}.png,{root}/masks/{i}.png\n" for i in range(4))
     )
-    tiny = ["--value-map", "0:1,255:0", "--set", "model.kwargs.width=4", "--set", "model.kwargs.depth=3",
+    tiny = ["--value-map", "0:1,255:0", "--encoder", "plain", "--set", "model.kwargs.width=4", "--set", "model.kwargs.depth=3",
             "--set", "train.patch_size=[64,64]", "--set", "train.batch_size=2", "--set", "train.time_budget_s=null",
             "--set", "train.steps=12", "--set", "train.val_every=4", "--set", "train.warmup_steps=3",
             "--set", "infer.tile_size=[128,128]"]  # fmt: skip

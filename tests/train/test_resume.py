@@ -18,6 +18,7 @@ from unetkit.cli import main
 
 TINY = [
     "--value-map", "0:1,255:0",
+    "--encoder", "plain",
     "--set", "model.kwargs.width=4",
     "--set", "model.kwargs.depth=3",
     "--set", "train.patch_size=[64,64]",

@@ -10,6 +10,7 @@ import pytest
 from unetkit.cli import main
 
 SMALL = [
+    "--encoder", "plain",
     "--set", "model.kwargs.width=8",
     "--set", "train.patch_size=[128,128]",
     "--set", "train.batch_size=4",

@@ -12,20 +12,42 @@ from unetkit.config import Plan, apply_overrides
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="dataset folder or CSV/JSON list of image,mask pairs")
     parser.add_argument("--out", required=True, help="run directory to create")
-    parser.add_argument("--plan", default=None, help="use this plan (YAML/JSON) instead of planning from the data")
+    parser.add_argument(
+        "--plan", default=None, help="use this plan (YAML/JSON) instead of planning from the data"
+    )
     parser.add_argument("--model", default=None, help="registered model name (see unetkit.list_models())")
-    parser.add_argument("--encoder", default=None, help="encoder: plain or a timm backbone name")
-    parser.add_argument("--encoder-weights", default=None, help="pretrained encoder weights file (or hub name)")
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="encoder: plain (trained from scratch) or a timm backbone name; the default is the planner's "
+        "(ImageNet-pretrained tf_efficientnet_lite0 for 2D images when its weights are installed)",
+    )
+    parser.add_argument(
+        "--encoder-weights", default=None, help="pretrained encoder weights file (or hub name)"
+    )
     parser.add_argument("--time-budget", default=None, help="training time, e.g. 10m, 90s, 1h")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a plan field")
-    parser.add_argument("--folds", type=int, default=None, metavar="K",
-                        help="k-fold cross-validation over groups (K >= 2; needs --fold): the validation part is "
-                             "one fold instead of train.val_fraction")
-    parser.add_argument("--fold", default=None, metavar="N|all",
-                        help="which fold to train (0..K-1), or 'all': every fold one after another into "
-                             "RUN/fold_0..RUN/fold_{K-1}, plus RUN/cv.json (each fold's best validation Dice and "
-                             "the mean); the time budget applies to each fold")
-    parser.add_argument("--resume", action="store_true", help="continue a killed run exactly where it stopped")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a plan field"
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="k-fold cross-validation over groups (K >= 2; needs --fold): the validation part is "
+        "one fold instead of train.val_fraction",
+    )
+    parser.add_argument(
+        "--fold",
+        default=None,
+        metavar="N|all",
+        help="which fold to train (0..K-1), or 'all': every fold one after another into "
+        "RUN/fold_0..RUN/fold_{K-1}, plus RUN/cv.json (each fold's best validation Dice and "
+        "the mean); the time budget applies to each fold",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue a killed run exactly where it stopped"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     add_data_arguments(parser)
@@ -42,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
         plan = Plan.load(out / "plan.yaml")
     else:
         plan = build_plan(args)
-        print(f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
-              f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}")
+        print(
+            f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
+            f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}"
+        )
     if args.fold == "all":
         return _run_folds(plan, out, args)
     result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
-    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}")
+    print(
+        f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}"
+    )
     return 0
 
 
@@ -56,8 +82,10 @@ def _run_folds(plan: Plan, out: Path, args: argparse.Namespace) -> int:
 
     result = train_folds(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
     dice = "  ".join(f"{d:.4f}" for d in result.fold_dice)
-    print(f"cross-validation: best validation Dice per fold {dice}; mean {result.mean_dice:.4f}; "
-          f"summary in {out / 'cv.json'}")
+    print(
+        f"cross-validation: best validation Dice per fold {dice}; mean {result.mean_dice:.4f}; "
+        f"summary in {out / 'cv.json'}"
+    )
     return 0
 
 
@@ -70,7 +98,9 @@ def fold_overrides(folds: int | None, fold: str | None) -> list[str]:
     if folds is None and fold is None:
         return []
     if folds is None or fold is None:
-        raise ValueError("--folds K and --fold N|all go together (e.g. --folds 5 --fold 0, or --folds 5 --fold all)")
+        raise ValueError(
+            "--folds K and --fold N|all go together (e.g. --folds 5 --fold 0, or --folds 5 --fold all)"
+        )
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
     if fold == "all":
@@ -88,12 +118,18 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan = Plan.load(args.plan)
     else:
         budget = parse_duration(args.time_budget) if args.time_budget else None
-        plan = plan_from_data(data_config_from_args(args), device=args.device, time_budget_s=budget)
+        # `--encoder plain` asks for the planner's from-scratch network (its depth and width), not just another name.
+        pretrained = False if args.encoder == "plain" else None
+        plan = plan_from_data(
+            data_config_from_args(args), device=args.device, time_budget_s=budget, pretrained=pretrained
+        )
     overrides = list(args.set) + fold_overrides(getattr(args, "folds", None), getattr(args, "fold", None))
     if args.model:
         overrides.append(f"model.name={args.model}")
     if args.encoder:
         overrides.append(f"model.kwargs.encoder={args.encoder}")
+        if not args.encoder_weights:
+            plan.model.kwargs.pop("encoder_weights", None)  # the planner's weights belong to its own encoder
     if args.encoder_weights:
         overrides.append(f"model.kwargs.encoder_weights={args.encoder_weights}")
     if args.time_budget and args.plan:

