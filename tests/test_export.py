@@ -179,3 +179,14 @@ def test_bad_arguments_are_refused_before_exporting(tmp_path):
     with pytest.raises(TypeError, match="torch.nn.Module"):
         export_onnx(lambda x: x, tmp_path / "m.onnx", example_shape=(1, 1, 8, 8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_strided_backbone_with_input_skip_exports(tmp_path):
+    torch.manual_seed(0)
+    model = unetkit.create_model("unet", in_channels=1, classes=2, encoder="tf_efficientnet_lite0", input_skip=True)
+    model.eval()
+    export_onnx(model, tmp_path / "m.onnx", example_shape=(1, 1, 64, 96))  # checks parity itself, at several sizes
+    x = torch.randn(1, 1, 70, 90)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert abs(_run_onnx(tmp_path / "m.onnx", x)[0] - expected).max() < ATOL

@@ -321,3 +321,57 @@ def test_hub_names_are_checked_before_downloading():
         load_encoder_weights(encoder, "timm:resnet34.a1_in1k")
     with pytest.raises(ValueError, match="bundled only for 'tf_efficientnet_lite0'"):
         load_encoder_weights(encoder, "imagenet")
+
+
+def test_input_skip_joins_the_image_at_full_resolution(tmp_path):
+    """A strided backbone (reduction 2 first) with ``input_skip``: the last stage's first conv reads the
+    upsampled features plus the image's channels, and a pixel-sized change of the input reaches the
+    output at that pixel through the skip even when the backbone is zeroed out."""
+    import torch
+
+    from unetkit.models.base import load_model, save_pretrained
+    from unetkit.registry import create_model
+
+    torch.manual_seed(0)
+    plain = create_model("unet", in_channels=3, classes=2, encoder="tf_efficientnet_lite0")
+    skip = create_model("unet", in_channels=3, classes=2, encoder="tf_efficientnet_lite0", input_skip=True)
+    c_out = plain.final_up[1][0].out_channels
+    assert plain.final_up[1][0].in_channels == c_out
+    assert skip.final_up[1][0].in_channels == c_out + 3
+    extra = sum(p.numel() for p in skip.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 3 * c_out * 3 * 3  # only the first conv of the last block grows
+
+    skip.eval()
+    with torch.no_grad():
+        for p in skip.encoder.parameters():
+            p.zero_()
+        x = torch.zeros(1, 3, 45, 61)  # any size: padded and cropped inside
+        base = skip(x)
+        x[0, :, 20, 30] = 5.0
+        diff = (skip(x) - base).abs().sum(1)[0]
+    assert diff[20, 30] > 0 and diff[0, 0] == 0  # local effect, only through the full-resolution skip
+
+    save_pretrained(skip, tmp_path / "m")
+    again = load_model(tmp_path / "m").eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), skip(x))
+
+
+def test_configs_written_before_input_skip_load_without_it(tmp_path):
+    import json
+
+    import torch
+
+    from unetkit.models.base import load_model, save_pretrained
+    from unetkit.registry import create_model
+
+    model = create_model("unet", in_channels=1, classes=2, encoder="tf_efficientnet_lite0")
+    save_pretrained(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["kwargs"]["input_skip"]  # as written before the field existed
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.final_up[1][0].in_channels == model.final_up[1][0].in_channels
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model.eval()(x))

@@ -44,6 +44,9 @@ class SegModelConfig:
         act: ``relu`` | ``leaky_relu`` | ``gelu`` | ``silu`` | ``elu``.
         upsampling: ``transposed`` | ``interpolate`` (bilinear / trilinear + 1x1 conv).
         dropout: dropout after the first conv of the bottleneck block (and decoder blocks).
+        input_skip: backbones whose shallowest feature is strided (timm: reduction 2) have no skip at full
+            resolution; with ``input_skip`` the image itself joins the last upsampling stage there, which is
+            what thin structures (membranes, vessels, cracks) need to keep sharp boundaries.
     """
 
     in_channels: int = 1
@@ -60,6 +63,7 @@ class SegModelConfig:
     act: str = "relu"
     upsampling: str = "transposed"
     dropout: float = 0.0
+    input_skip: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def encoder_widths(self) -> list[int]:
@@ -67,6 +71,25 @@ class SegModelConfig:
             return list(self.widths)
         widths = [self.width * 2**i for i in range(self.depth + 1)]
         return [min(w, self.max_width) for w in widths] if self.max_width else widths
+
+
+class FullResolutionStage(nn.Sequential):
+    """The last upsampling stage of a strided backbone: ``UpSample`` then ``ConvBlock`` (kept as a
+    two-item Sequential so checkpoints keep their ``final_up.0`` / ``final_up.1`` keys), with the
+    (padded) input image concatenated in between when ``input_skip``."""
+
+    def __init__(self, up: nn.Module, block: nn.Module, *, input_skip: bool) -> None:
+        super().__init__(up, block)
+        self.input_skip = input_skip
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        up, block = self[0], self[1]
+        features = up(features)
+        if self.input_skip:
+            if image is None:
+                raise ValueError("this stage joins the input image at full resolution; pass it")
+            features = torch.cat([features, image.to(features.dtype)], dim=1)
+        return block(features)
 
 
 class SegmentationModel(nn.Module):
@@ -153,9 +176,13 @@ class SegmentationModel(nn.Module):
         if factor == 1:
             return None
         c_in, c_out = self._level0_channels(), self._final_channels()
-        return nn.Sequential(
+        skip = config.in_channels if getattr(config, "input_skip", False) else 0
+        return FullResolutionStage(
             UpSample(c_in, c_out, factor=factor, spatial_dims=config.spatial_dims, mode=config.upsampling),
-            ConvBlock(c_out, c_out, spatial_dims=config.spatial_dims, norm=config.norm, act=config.act),
+            ConvBlock(
+                c_out + skip, c_out, spatial_dims=config.spatial_dims, norm=config.norm, act=config.act
+            ),
+            input_skip=bool(skip),
         )
 
     # -- forward ------------------------------------------------------------------------------
@@ -165,12 +192,12 @@ class SegmentationModel(nn.Module):
         x, crop = _pad_to_multiple(x, self.encoder.output_stride)
         decoded = self.decoder(self.encoder(x))
         if isinstance(decoded, list):
-            return [self._head(d, crop) for d in decoded]
-        return self._head(decoded, crop)
+            return [self._head(d, x, crop) for d in decoded]
+        return self._head(decoded, x, crop)
 
-    def _head(self, features: torch.Tensor, crop: tuple[slice, ...]) -> torch.Tensor:
+    def _head(self, features: torch.Tensor, image: torch.Tensor, crop: tuple[slice, ...]) -> torch.Tensor:
         if self.final_up is not None:
-            features = self.final_up(features)
+            features = self.final_up(features, image)
         return self.head(features)[(slice(None), slice(None), *crop)]
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -226,7 +253,12 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
     if isinstance(getattr(model, "config", None), SegModelConfig):
         kwargs = dataclasses.asdict(model.config)
         kwargs["encoder_weights"] = None  # the weights are in model.safetensors now
-    return {"format_version": CHECKPOINT_FORMAT_VERSION, "unetkit_version": __version__, "name": name, "kwargs": kwargs}
+    return {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "unetkit_version": __version__,
+        "name": name,
+        "kwargs": kwargs,
+    }
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
@@ -276,7 +308,9 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
     except RuntimeError as err:  # shape mismatches
         raise ValueError(f"{weights_path}: weights do not fit the model in {config_path} ({err})") from err
     if missing or unexpected:
-        raise ValueError(f"{weights_path}: weights do not fit the model; missing {missing[:10]}, unexpected {unexpected[:10]}")
+        raise ValueError(
+            f"{weights_path}: weights do not fit the model; missing {missing[:10]}, unexpected {unexpected[:10]}"
+        )
     return model.to(device)
 
 
