@@ -12,6 +12,7 @@ from pathlib import Path
 
 METHOD_TEXT = {
     "unetkit": "unetkit defaults",
+    "unetkit-scratch": "unetkit from scratch (--encoder plain)",
     "smp": "smp Unet-ResNet34 (peer recipe)",
     "monai": "MONAI BasicUNet (peer recipe)",
     "unetkit-lite0": "unetkit + pretrained EfficientNet-Lite0",

@@ -2,6 +2,9 @@
 
     python benchmarks/accuracy.py --datasets isbi,drive,dubai,magnetic --methods unetkit,smp,monai \\
         --budget 10 --work /tmp/acc [--threads N] [--finetune-lite0] [--merge]
+    (methods: ``unetkit`` = ``unetkit train`` defaults, which fine-tune the ImageNet EfficientNet-Lite0
+    encoder when its weights package is installed; ``unetkit-scratch`` = ``--encoder plain``, trained from
+    scratch; ``unetkit-lite0`` = the explicit flags ``--encoder tf_efficientnet_lite0 --encoder-weights FILE``)
     python benchmarks/accuracy.py --self-test        # check the scorer on hand-made arrays
 
 Every method runs in its own subprocess, one after the other, trains for ``--budget`` minutes of
@@ -39,7 +42,7 @@ from acc_scoring import score_predictions, self_test
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = ("smp", "monai")
-METHODS = ("unetkit", *PEERS, "unetkit-lite0")
+METHODS = ("unetkit", *PEERS, "unetkit-scratch", "unetkit-lite0")
 
 
 # ---------------------------------------------------------------- unetkit invocations (adjust here)
@@ -195,7 +198,7 @@ def run_method(*, method: str, spec: DatasetSpec, args: argparse.Namespace, lite
         if method in PEERS:
             stats = run_peer(arch=method, spec=spec, folder=folder, out=out, args=args)
         else:
-            extra = lite0 if method == "unetkit-lite0" else []
+            extra = {"unetkit-lite0": lite0, "unetkit-scratch": ["--encoder", "plain"]}.get(method, [])
             stats = run_unetkit(spec=spec, folder=folder, out=out, args=args, extra=extra)
         stats.update(score_predictions(spec=spec, rows=read_rows(folder / "test.csv"), pred_dir=out / "pred"))
     except (RuntimeError, ValueError, FileNotFoundError) as err:
@@ -210,7 +213,7 @@ def run_method(*, method: str, spec: DatasetSpec, args: argparse.Namespace, lite
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="isbi,drive,dubai,magnetic", help=f"comma list of {','.join(SPECS)}")
-    p.add_argument("--methods", default="unetkit,smp,monai", help="comma list of unetkit,smp,monai,unetkit-lite0")
+    p.add_argument("--methods", default="unetkit,smp,monai", help=f"comma list of {','.join(METHODS)}")
     p.add_argument("--budget", type=float, default=10.0, help="training wall-clock minutes per method")
     p.add_argument("--work", type=Path, default=Path("/tmp/acc"), help="splits, runs, predictions, logs")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="shared datasets folder")
