@@ -560,6 +560,13 @@ LOSS_NAMES = tuple(_LOSSES)
 _OVERLAP_OPTIONS = ("batch_dice", "include_background", "smooth")
 
 
+def loss_options(name: str) -> set[str]:
+    """The keyword options the loss ``name`` takes (besides ``task`` and ``ignore_index``)."""
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}")
+    return _options(_LOSSES[name]) - {"task", "ignore_index"}
+
+
 def _options(cls: type[nn.Module]) -> set[str]:
     names = {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")}
     if issubclass(cls, _OverlapLoss):

@@ -44,3 +44,42 @@ def test_volume_and_dimension_mismatch() -> None:
     assert img.shape == (1, 4, 4, 4) and msk.shape == (4, 4, 4)
     with pytest.raises(ValueError, match="does not match"):
         sample_patch(vol, np.zeros((8, 9, 10), np.int64), patch_size=(4, 4), rng=np.random.default_rng(0), foreground=False)
+
+
+def test_class_zero_is_a_centre_when_it_is_a_real_class() -> None:
+    # Class 0 only in a 3x3 corner of a class-1 image: with background=True no patch can be centred on it.
+    mask = np.ones((64, 64), np.int64)
+    mask[:3, :3] = 0
+    image = np.zeros((1, 64, 64), np.float32)
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(40):
+        _, patch = sample_patch(image, mask, patch_size=(8, 8), rng=rng, foreground=True, background=False)
+        hits += int((patch == 0).any())
+    # Classes {0, 1} are picked with equal chance, so about half the patches hold the corner.
+    assert 10 <= hits <= 30
+    for _ in range(20):
+        _, patch = sample_patch(image, mask, patch_size=(8, 8), rng=rng, foreground=True, background=True)
+        assert not (patch[:, :] == 0).all()
+
+
+def test_dice_term_covers_class_zero_when_it_is_a_real_class() -> None:
+    """Target: class 0 on the left half, class 1 on the right; the prediction is class 2 on the left.
+    Soft Dice per class: class 0 -> 0, class 1 -> 1, class 2 -> 0. Without background the Dice term is
+    the mean over classes 0-2 (loss 2/3), with background over 1-2 (loss 1/2): the difference is 1/6."""
+    import torch
+
+    from unetkit.config import Plan
+    from unetkit.data.options import DataConfig
+    from unetkit.train.loop import _loss
+
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[..., 4:] = 1
+    logits = torch.full((1, 3, 8, 8), -30.0)
+    logits[:, 2, :, :4] = 30.0
+    logits[:, 1, :, 4:] = 30.0
+    losses = {}
+    for background in (True, False):
+        plan = Plan.from_dict({"data": DataConfig(task="multiclass", background=background).__dict__})
+        losses[background] = float(_loss(plan)(logits, target))
+    assert losses[False] - losses[True] == pytest.approx(1 / 6, abs=1e-3)

@@ -38,6 +38,7 @@ class PatchBatcher:
         foreground_fraction: float,
         augment: Augment | None,
         ignore_index: int = 255,
+        background: bool = True,
     ) -> None:
         if not examples:
             raise ValueError("no training images")
@@ -47,6 +48,7 @@ class PatchBatcher:
         self.foreground_fraction = foreground_fraction
         self.augment = augment
         self.ignore_index = ignore_index
+        self.background = background
 
     def next(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch ``(x (B, C, *patch) float32, y (B, *patch) int64)``."""
@@ -63,6 +65,7 @@ class PatchBatcher:
                 rng=rng,
                 foreground=i < n_fg,
                 ignore_index=self.ignore_index,
+                background=self.background,
             )
             if self.augment is not None:
                 image, mask = self.augment(image, mask, rng)

@@ -49,7 +49,12 @@ def predict_probabilities(
 
 
 def foreground_dice(
-    pred: np.ndarray, target: np.ndarray, *, num_classes: int, ignore_index: int = 255, background: bool = True
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    num_classes: int,
+    ignore_index: int = 255,
+    background: bool = True,
 ) -> float:
     """Mean Dice of one image over the foreground classes (``1..K-1``, or all K without a background
     class), ignoring ``ignore_index`` pixels. A class absent from both prediction and target scores 1.

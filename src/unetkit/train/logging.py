@@ -115,8 +115,8 @@ class TensorBoardLog:
 
     def __init__(self, folder: Path, *, purge_step: int | None = None) -> None:
         """Args:
-            folder: event-file folder (created on the first write).
-            purge_step: on resume, the restored step: events a killed run logged at or after it are dropped.
+        folder: event-file folder (created on the first write).
+        purge_step: on resume, the restored step: events a killed run logged at or after it are dropped.
         """
         try:
             from torch.utils.tensorboard import SummaryWriter

@@ -76,6 +76,7 @@ def train(
         foreground_fraction=cfg.foreground_fraction,
         augment=_augmentation(plan),
         ignore_index=plan.data.ignore_index,
+        background=plan.data.background,
     )
 
     # 2. Model, optimiser, loss, precision.
@@ -221,9 +222,12 @@ def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp
 
 
 def _loss(plan: Plan):  # type: ignore[no-untyped-def]
-    from unetkit.losses import build_loss
+    from unetkit.losses import build_loss, loss_options
 
-    return build_loss(plan.train.loss, task=plan.data.task, ignore_index=plan.data.ignore_index)
+    options = {}
+    if not plan.data.background and "include_background" in loss_options(plan.train.loss):
+        options["include_background"] = True  # class 0 is a real class (a colour table without background)
+    return build_loss(plan.train.loss, task=plan.data.task, ignore_index=plan.data.ignore_index, **options)
 
 
 def _augmentation(plan: Plan):  # type: ignore[no-untyped-def]

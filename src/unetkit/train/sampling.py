@@ -13,6 +13,7 @@ def sample_patch(
     rng: np.random.Generator,
     foreground: bool,
     ignore_index: int = 255,
+    background: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crop one patch; pad (image 0, mask ``ignore_index``) where the image is smaller than the patch.
 
@@ -23,6 +24,8 @@ def sample_patch(
         rng: the sampler's random generator (the only source of randomness, for exact resume).
         foreground: centre the patch on a random labelled foreground pixel (class > 0) when one exists,
             picking the class first so that rare classes are sampled as often as common ones.
+        background: class 0 is background (never a centre); False when every class is a real one
+            (e.g. land-cover classes from a colour table), so class 0 is centred on like the others.
 
     Returns:
         ``(image_patch, mask_patch)`` of spatial size ``patch_size``.
@@ -30,7 +33,7 @@ def sample_patch(
     spatial = mask.shape
     if len(patch_size) != len(spatial):
         raise ValueError(f"patch_size {patch_size} does not match the image's {len(spatial)} spatial dims")
-    centre = _foreground_centre(mask, rng, ignore_index) if foreground else None
+    centre = _foreground_centre(mask, rng, ignore_index, background=background) if foreground else None
     starts = []
     for axis, (size, patch) in enumerate(zip(spatial, patch_size, strict=True)):
         lo, hi = min(0, size - patch), max(0, size - patch)
@@ -39,11 +42,15 @@ def sample_patch(
         else:
             start = int(rng.integers(lo, hi + 1))
         starts.append(start)
-    return _crop(image, starts, patch_size, fill=0.0), _crop(mask[None], starts, patch_size, fill=ignore_index)[0]
+    return _crop(image, starts, patch_size, fill=0.0), _crop(
+        mask[None], starts, patch_size, fill=ignore_index
+    )[0]
 
 
-def _foreground_centre(mask: np.ndarray, rng: np.random.Generator, ignore_index: int) -> tuple[int, ...] | None:
-    classes = [c for c in np.unique(mask) if c != 0 and c != ignore_index]
+def _foreground_centre(
+    mask: np.ndarray, rng: np.random.Generator, ignore_index: int, *, background: bool = True
+) -> tuple[int, ...] | None:
+    classes = [c for c in np.unique(mask) if c != ignore_index and (c != 0 or not background)]
     if not classes:
         return None
     chosen = classes[int(rng.integers(len(classes)))]

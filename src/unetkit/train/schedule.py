@@ -7,7 +7,9 @@ import math
 SCHEDULES = ("cosine", "poly", "constant")
 
 
-def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int = 0, kind: str = "cosine") -> float:
+def lr_at(
+    step: int, *, base_lr: float, total_steps: int, warmup_steps: int = 0, kind: str = "cosine"
+) -> float:
     """Learning rate for ``step`` (0-based): linear warm-up, then cosine / poly (exponent 0.9) decay to 0.
 
     Example:

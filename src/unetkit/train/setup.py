@@ -43,7 +43,9 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
 
     report = check_dataset(data)
     if report.has_errors:
-        raise DatasetError(f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}")
+        raise DatasetError(
+            f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}"
+        )
     samples = discover(data).samples
     loaded = load_samples(samples, data)
     examples = [
@@ -53,7 +55,13 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
 
 
 def split_examples(
-    examples: list[Example], groups: list[str], *, val_fraction: float, seed: int, folds: int = 0, fold: int = 0
+    examples: list[Example],
+    groups: list[str],
+    *,
+    val_fraction: float,
+    seed: int,
+    folds: int = 0,
+    fold: int = 0,
 ) -> tuple[list[Example], list[Example]]:
     """Hold back a validation part by group (related images never straddle the split).
 
@@ -77,7 +85,9 @@ def split_examples(
     return [by_key[k] for k in train_keys], [by_key[k] for k in val_keys]
 
 
-def build_optimizer(model: torch.nn.Module, *, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, *, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
