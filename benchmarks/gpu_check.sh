@@ -24,7 +24,7 @@ PRECISIONS=${PRECISIONS:-bf16 fp16}
 WORKERS=${WORKERS:-0 4}
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-export PYTHONPATH=src NO_ALBUMENTATIONS_UPDATE=1
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1
 
 mkdir -p "$OUT/logs"
 PARTS="$OUT/parts.jsonl"

@@ -115,3 +115,15 @@ def test_encoder_flags_on_the_command_line(datasets, tmp_path) -> None:  # type:
     assert other["encoder"] == "resnet18" and "encoder_weights" not in other
     chosen = build_plan(parse([*base, "--encoder", "resnet18", "--encoder-weights", "w.safetensors"])).model.kwargs
     assert chosen["encoder_weights"] == "w.safetensors"
+
+
+def test_auto_precision_is_fp16_on_cuda_and_never_emulated_bf16_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import unetkit.train.precision as precision
+
+    assert resolve_precision("auto", torch.device("cuda")) is torch.float16  # no GPU needed to decide
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) is torch.bfloat16
