@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job end to end on ISBI 2012 EM membranes: check, train (defaults, 6-minute budget),
+# The main job end to end on ISBI 2012 EM membranes: check, train (defaults, 5-minute budget),
 # evaluate on held-back slices, predict the unlabelled slices with overlays.
 # Usage: scripts/demo.sh ISBI_DIR RUN_DIR   (`make demo` passes ../shared/datasets/isbi2012_em_membrane)
 set -euo pipefail
@@ -14,7 +14,7 @@ mkdir -p "$lists"
 opts=(--value-map 0:1,255:0)
 
 unetkit check "$lists/train.csv" "${opts[@]}"
-unetkit train "$lists/train.csv" --out "$run" "${opts[@]}" --time-budget "${BUDGET:-6m}" --overwrite
+unetkit train "$lists/train.csv" --out "$run" "${opts[@]}" --time-budget "${BUDGET:-5m}" --overwrite
 unetkit evaluate "$run" "$lists/test.csv" --out "$run/eval"
 unetkit predict "$run" "$data/test_images_unlabeled" --out "$run/predictions"
 echo "demo done: learning curve $run/curve.png, scores $run/eval/summary.json, overlays $run/eval/worst/ and $run/predictions/"
