@@ -83,6 +83,10 @@ class BatchStream:
             pin_memory=pin_memory,
             prefetch_factor=2,
             worker_init_fn=_init_worker,
+            # Fresh worker processes: a forked copy of a parent whose OpenCV / OpenMP thread pools are already
+            # running deadlocks (seen: cv2.setNumThreads in a forked worker hung the test suite).
+            multiprocessing_context="spawn",
+            persistent_workers=True,
         )
         self._iterator = iter(self._loader)
 
