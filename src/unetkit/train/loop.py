@@ -175,6 +175,8 @@ def train(
             )
             if cfg.time_budget_s and not done:
                 state["total_steps"] = _re_estimate(state, budget_s=cfg.time_budget_s)
+                if not cfg.val_every:  # a first estimate made while loader workers started can be far too low
+                    state["val_every"] = max(state["val_every"], default_val_every(state["total_steps"]))
                 progress.set_total(state["total_steps"])
             save_training_state(
                 run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, grad_scaler=scaler
