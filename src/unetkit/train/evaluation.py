@@ -48,6 +48,24 @@ def predict_probabilities(
     return probs.cpu().numpy()
 
 
+def predict_labels(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    tile_size: tuple[int, ...],
+    threshold: float,
+    amp_dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format | None = None,
+) -> np.ndarray:
+    """Class indices ``(*spatial)`` for a normalised ``image (C, *spatial)`` (validation and its overlays)."""
+    from unetkit.infer.postprocess import probabilities_to_labels
+
+    probs = predict_probabilities(
+        model, image, tile_size=tile_size, amp_dtype=amp_dtype, memory_format=memory_format
+    )
+    return probabilities_to_labels(probs, threshold=threshold)
+
+
 def foreground_dice(
     pred: np.ndarray,
     target: np.ndarray,

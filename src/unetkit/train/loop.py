@@ -18,13 +18,12 @@ import numpy as np
 import torch
 
 from unetkit.config import Plan
-from unetkit.infer.postprocess import probabilities_to_labels
 from unetkit.models.base import save_pretrained
 from unetkit.registry import create_model
 from unetkit.train.batches import Example, PatchBatcher
 from unetkit.train.budget import default_val_every, first_estimate, re_estimate
 from unetkit.train.checkpoint import load_training_state, save_training_state
-from unetkit.train.evaluation import foreground_dice, predict_probabilities
+from unetkit.train.evaluation import foreground_dice, predict_labels
 from unetkit.train.logging import MetricsLog, Progress, TensorBoardLog
 from unetkit.train.overlays import write_validation_overlays
 from unetkit.train.precision import (
@@ -203,14 +202,10 @@ def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp
     classes = int(plan.model.kwargs.get("classes", 2))
     scores = []
     for example in val_set:
-        probs = predict_probabilities(
-            model,
-            example.image,
-            tile_size=tuple(plan.train.patch_size),
-            amp_dtype=amp_dtype,
-            memory_format=layout,
-        )
-        pred = probabilities_to_labels(probs, threshold=plan.infer.threshold)
+        pred = predict_labels(
+            model, example.image, tile_size=tuple(plan.train.patch_size), threshold=plan.infer.threshold,
+            amp_dtype=amp_dtype, memory_format=layout,
+        )  # fmt: skip
         scores.append(
             foreground_dice(
                 pred,

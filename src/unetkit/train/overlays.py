@@ -43,9 +43,8 @@ def write_validation_overlays(
         return []
     from unetkit.data.io import write_image
     from unetkit.infer.overlay import make_overlay
-    from unetkit.infer.postprocess import probabilities_to_labels
     from unetkit.models.base import load_model
-    from unetkit.train.evaluation import predict_probabilities
+    from unetkit.train.evaluation import predict_labels
 
     model = load_model(run_dir / "best").to(device).eval()
     if layout is not None:
@@ -55,14 +54,10 @@ def write_validation_overlays(
     written: list[Path] = []
     used: set[str] = set()
     for example in val_set[:limit]:
-        probs = predict_probabilities(
-            model,
-            example.image,
-            tile_size=tuple(plan.train.patch_size),
-            amp_dtype=amp_dtype,
-            memory_format=layout,
-        )
-        labels = probabilities_to_labels(probs, threshold=plan.infer.threshold)
+        labels = predict_labels(
+            model, example.image, tile_size=tuple(plan.train.patch_size), threshold=plan.infer.threshold,
+            amp_dtype=amp_dtype, memory_format=layout,
+        )  # fmt: skip
         # The image is the normalised one the model saw; make_overlay stretches it to 0..255 for display.
         image = np.moveaxis(example.image[:3], 0, -1) if example.image.shape[0] >= 3 else example.image[0]
         name = _unique(overlay_name(example.key), used)
