@@ -58,6 +58,9 @@ class TrainConfig:
     folds: int = 0
     fold: int = 0
     early_stop_patience: int | None = None  # in evaluations without improvement
+    # After training, move predictions by the sub-pixel shift that best fits the validation labels, if one
+    # wins clearly (unetkit.infer.alignment); the result is written to infer.shift.
+    align: bool = True
     seed: int = 0
 
 
@@ -70,6 +73,8 @@ class InferConfig:
     batch_size: int = 4
     threshold: float = 0.5
     min_size: int = 0
+    # Pixels to move the probabilities by, per spatial axis ([] = none); set by training's alignment step.
+    shift: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -27,6 +27,9 @@ def make_run(
     overlap: float = 0.25,
     tta: str = "none",
     normalization: str = "zscore",
+    intensity_mean: list[float] | None = None,
+    intensity_std: list[float] | None = None,
+    shift: list[float] | None = None,
     seed: int = 0,
 ) -> Path:
     """Write ``root/plan.yaml`` and ``root/best`` for an untrained U-Net with batch norm; returns ``root``."""
@@ -34,9 +37,10 @@ def make_run(
               "depth": depth, "width": width, "norm": "batch"}
     tile_size = list(tile) if isinstance(tile, list) else [tile] * spatial_dims
     plan = Plan(
-        data=DataConfig(in_channels=in_channels, spatial_dims=spatial_dims, normalization=normalization),
+        data=DataConfig(in_channels=in_channels, spatial_dims=spatial_dims, normalization=normalization,
+                        intensity_mean=list(intensity_mean or []), intensity_std=list(intensity_std or [])),
         model=ModelConfig(name="unet", kwargs=kwargs),
-        infer=InferConfig(tile_size=tile_size, overlap=overlap, tta=tta, batch_size=2),
+        infer=InferConfig(tile_size=tile_size, overlap=overlap, tta=tta, batch_size=2, shift=list(shift or [])),
     )
     root.mkdir(parents=True, exist_ok=True)
     plan.save(root / "plan.yaml")

@@ -92,6 +92,25 @@ def test_windowed_prediction_equals_the_in_memory_predictor(
     assert len(np.unique(labels)) > 1
 
 
+def test_dataset_normalisation_needs_no_pass_and_windows_equal_the_in_memory_predictor(
+    small_geotiff: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, array = small_geotiff
+    mean, std = [100.0, 110.0, 120.0], [50.0, 60.0, 0.0]
+    stats = raster.raster_stats(path, mode="dataset", mean=mean, std=std)
+    np.testing.assert_array_equal(stats.shift, mean)
+    np.testing.assert_allclose(stats.scale, [50.0, 60.0, 1e-6], rtol=1e-6)  # std clamped like normalize()
+    with pytest.raises(ValueError, match="one value per channel"):
+        raster.raster_stats(path, mode="dataset", mean=[1.0], std=[1.0])
+    run = make_run(tmp_path / "run", in_channels=3, classes=3, tile=96, overlap=0.25, normalization="dataset",
+                   intensity_mean=mean, intensity_std=[50.0, 60.0, 70.0])
+    predictor = Predictor.from_run(run)
+    raster.predict_raster(predictor, path, mask_path=tmp_path / "m.tif", prob_path=tmp_path / "p.tif", window=170)
+    with rasterio.open(tmp_path / "p.tif") as prob:
+        probs = prob.read()
+    assert np.abs(probs - predictor(array).probabilities).max() < 1e-4
+
+
 def test_windowed_uncertainty_with_tta(
     small_geotiff: tuple[Path, np.ndarray], run_rgb: Path, tmp_path: Path
 ) -> None:

@@ -64,6 +64,21 @@ def test_volumes_and_colour_tables() -> None:
     assert plan.model.kwargs["classes"] == 3 and plan.model.kwargs["in_channels"] == 3
 
 
+def test_aerial_scenes_are_normalised_with_the_dataset_statistics_others_per_image() -> None:
+    stats = {"mean": [107.8, 107.9, 108.4], "std": [79.4, 78.1, 80.9], "min": [0, 0, 0], "max": [255, 255, 255]}
+    aerial = make_plan(DataConfig(), _fp(channels=[3], sizes={"median": [1058, 1126]}, intensity=stats))
+    assert aerial.train.augmentation == "aerial" and aerial.data.normalization == "dataset"
+    assert aerial.data.intensity_mean == [107.8, 107.9, 108.4] and aerial.data.intensity_std == [79.4, 78.1, 80.9]
+    # EM (microscopy) and fundus photos (medical, with a field of view) keep per-image z-scores.
+    em = make_plan(DataConfig(), _fp(intensity={"mean": [120.0], "std": [40.0]}))
+    fundus = make_plan(DataConfig(), _fp(channels=[3], sizes={"median": [584, 565]}, has_roi=True, intensity=stats))
+    for plan in (em, fundus):
+        assert plan.data.normalization == "zscore" and plan.data.intensity_mean == []
+    # Without statistics (or with the wrong number) an aerial plan falls back to per-image z-scores.
+    bare = make_plan(DataConfig(), _fp(channels=[3], sizes={"median": [1058, 1126]}, intensity=None))
+    assert bare.data.normalization == "zscore"
+
+
 def test_mixed_channels_is_an_error() -> None:
     with pytest.raises(ValueError, match="channel count"):
         make_plan(DataConfig(), _fp(channels=[1, 3]))

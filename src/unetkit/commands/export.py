@@ -15,7 +15,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unetkit.data.options import DataConfig
 
 FORMATS = ("onnx",)
 
@@ -88,9 +91,14 @@ def build_report(plan: Any, exported: dict[str, Any], *, run_dir: Path, checkpoi
             "shape": ["batch", classes, *spatial],
             "meaning": "sigmoid of the single channel" if classes == 1 else "softmax over the classes (axis 1)",
         },
-        "preprocessing": _preprocessing(plan.data.normalization),
+        "preprocessing": _preprocessing(plan.data),
         "labels": (f"label = probability > {plan.infer.threshold}" if classes == 1
                    else "label = argmax over axis 1 of the blended probabilities"),
+        "shift": {
+            "pixels": [float(s) for s in plan.infer.shift],
+            "meaning": "before labelling, move the probabilities by these pixels per spatial axis (linear "
+                       "interpolation, edge values repeated; unetkit.infer.alignment.shift_tiles); [] = none",
+        },
         "tiling": {
             "tile_size": list(plan.infer.tile_size),
             "overlap": plan.infer.overlap,
@@ -105,7 +113,16 @@ def build_report(plan: Any, exported: dict[str, Any], *, run_dir: Path, checkpoi
     }
 
 
-def _preprocessing(mode: str) -> dict[str, Any]:
+def _preprocessing(data: DataConfig) -> dict[str, Any]:
+    mode = data.normalization
+    if mode == "dataset":
+        return {
+            "normalization": mode,
+            "formula": "x_c = (raw_c - mean[c]) / max(std[c], 1e-6), the same for every image",
+            "mean": list(data.intensity_mean),
+            "std": list(data.intensity_std),
+            "statistics": "per channel over the training dataset (stored in the run's plan)",
+        }
     formulas = {
         "zscore": "x_c = (raw_c - mean_c) / max(std_c, 1e-6); mean_c, std_c (population) over all pixels of channel c",
         "minmax": "x_c = (raw_c - min_c) / max(max_c - min_c, 1e-6); min_c, max_c over all pixels of channel c",

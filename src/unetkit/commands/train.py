@@ -74,7 +74,18 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}"
     )
+    if result.alignment is not None:
+        print(alignment_text(result.alignment))
     return 0
+
+
+def alignment_text(alignment: tuple[list[float], float, float]) -> str:
+    """One line on what the end-of-training alignment step decided."""
+    shift, before, after = alignment
+    if not shift:
+        return "alignment: predictions already fit the validation labels best unshifted (infer.shift = [])"
+    px = ", ".join(f"{s:+.2f}" for s in shift)
+    return f"alignment: predictions move by ({px}) px (validation Dice {before:.4f} -> {after:.4f}); see infer.shift"
 
 
 def _run_folds(plan: Plan, out: Path, args: argparse.Namespace) -> int:

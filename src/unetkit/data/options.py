@@ -24,7 +24,9 @@ class DataConfig:
         task: ``binary`` | ``multiclass`` | ``multilabel``.
         in_channels: image channels after reading.
         spatial_dims: 2 for images, 3 for volumes.
-        normalization: ``zscore`` (per image, per channel) | ``minmax`` | ``none``.
+        normalization: ``zscore`` (per image, per channel) | ``dataset`` (per channel with the dataset's
+            ``intensity_mean`` / ``intensity_std``) | ``minmax`` | ``none`` (see ``unetkit.data.normalize``).
+        intensity_mean / intensity_std: per-channel statistics of the dataset, used by ``dataset``.
         background: class 0 is background (then foreground metrics average classes 1..K-1; with
             False, e.g. land-cover tables without a background colour, every class counts).
         group_by: how related images are grouped so they never straddle a split: ``none``, ``folder``
@@ -45,5 +47,7 @@ class DataConfig:
     in_channels: int = 1
     spatial_dims: int = 2
     normalization: str = "zscore"
+    intensity_mean: list[float] = field(default_factory=list)
+    intensity_std: list[float] = field(default_factory=list)
     group_by: str = "none"
     background: bool = True

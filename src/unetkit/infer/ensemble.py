@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from unetkit.infer.predictor import Prediction, Predictor
 # how images are grouped for the split) may differ between ensemble members.
 _SHARED_DATA_FIELDS = (
     "mask_threshold", "value_map", "colour_table", "ignore_colours", "ignore_index", "classes", "task",
-    "in_channels", "spatial_dims", "normalization", "background",
+    "in_channels", "spatial_dims", "normalization", "intensity_mean", "intensity_std", "background",
 )  # fmt: skip
 
 
@@ -119,7 +120,9 @@ class EnsemblePredictor:
         for run in runs[1:]:
             plan = Plan.load(Path(run) / "plan.yaml")
             model = load_model(Path(run) / checkpoint)
-            members.append(Predictor(model, plan, device=device, fast=fast, infer=lead.infer))
+            # Shared settings come from the first run; each run keeps the alignment its own training found.
+            infer = dataclasses.replace(lead.infer, shift=list(plan.infer.shift))
+            members.append(Predictor(model, plan, device=device, fast=fast, infer=infer))
         return cls(members)
 
     @property
@@ -141,11 +144,11 @@ class EnsemblePredictor:
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(mean probabilities (K, *spatial), mean TTA variance (*spatial) or None)`` for a raw image."""
-        from unetkit.data.normalize import normalize
+        from unetkit.data.normalize import normalize_for
         from unetkit.infer.tiling import sliding_window_predict
 
         self.members[0]._check(image)
-        x = torch.from_numpy(normalize(image, mode=self.plan.data.normalization))
+        x = torch.from_numpy(normalize_for(image, self.plan.data))
         out = sliding_window_predict(
             self.tile_fn(),
             x,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from unetkit.config import InferConfig, Plan
-from unetkit.data.normalize import normalize
+from unetkit.data.normalize import normalize_for
 from unetkit.infer.fastpath import prepare_for_inference
 from unetkit.models.base import load_model
 from unetkit.train.precision import autocast
@@ -109,7 +109,7 @@ class Predictor:
         from unetkit.infer.tiling import sliding_window_predict
 
         self._check(image)
-        x = torch.from_numpy(normalize(image, mode=self.plan.data.normalization))
+        x = torch.from_numpy(normalize_for(image, self.plan.data))
         want_uncertainty = self.with_uncertainty
         out = sliding_window_predict(
             self.tile_fn(),
@@ -134,16 +134,24 @@ class Predictor:
 
     def tile_fn(self):  # type: ignore[no-untyped-def]
         """Tiles ``(B, C, *tile)`` (normalised) -> ``(B, K[+1], *tile)``: probabilities, plus an uncertainty
-        channel last when :attr:`with_uncertainty` (TTA variance across views, averaged over classes)."""
-        network = self._network
-        if not self.with_uncertainty:
-            return network
-        from unetkit.infer.tta import make_tta_fn
+        channel last when :attr:`with_uncertainty` (TTA variance across views, averaged over classes), moved
+        by ``infer.shift`` when the run's alignment step set one."""
+        fn = self._network
+        if self.with_uncertainty:
+            from unetkit.infer.tta import make_tta_fn
 
-        # max_batch: a TTA call sends at most batch_size samples to the network, as without TTA, so the
-        # views of a batch of tiles do not multiply peak memory by the number of views.
-        return make_tta_fn(network, level=self.infer.tta, spatial_dims=self.spatial_dims, uncertainty="variance",
-                           max_batch=self.infer.batch_size)
+            # max_batch: a TTA call sends at most batch_size samples to the network, as without TTA, so the
+            # views of a batch of tiles do not multiply peak memory by the number of views.
+            fn = make_tta_fn(fn, level=self.infer.tta, spatial_dims=self.spatial_dims, uncertainty="variance",
+                             max_batch=self.infer.batch_size)
+        shift = [float(s) for s in self.infer.shift]
+        if not any(shift):
+            return fn
+        from unetkit.infer.alignment import shift_tiles
+
+        # Each tile is moved before blending; the blend's weights are ~0 at tile edges, where the shift repeats
+        # edge values, so only the image's own border sees the repetition.
+        return lambda batch: shift_tiles(fn(batch), shift)
 
     def _network(self, batch: torch.Tensor) -> torch.Tensor:
         if self._onnx is not None:

@@ -21,7 +21,7 @@ Small-component removal (``min_size``) needs whole components and is not applied
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,25 +63,33 @@ def iter_windows(height: int, width: int, size: int) -> Iterator[Window]:
             yield row, col, min(size, height - row), min(size, width - col)
 
 
-def raster_stats(path: str | Path, *, mode: str, block: int = 1024) -> ChannelStats:
+def raster_stats(
+    path: str | Path, *, mode: str, block: int = 1024, mean: Sequence[float] = (), std: Sequence[float] = ()
+) -> ChannelStats:
     """Stream over ``path`` in ``block x block`` windows and return the whole-image normalisation.
 
     Args:
         path: a single-page (Geo)TIFF.
-        mode: ``zscore``, ``minmax`` or ``none`` (as :func:`unetkit.data.normalize.normalize`).
+        mode: ``zscore``, ``dataset``, ``minmax`` or ``none`` (as :func:`unetkit.data.normalize.normalize`);
+            ``dataset`` and ``none`` read only the header.
         block: window side for the pass (memory ~ ``C * block**2 * 8`` bytes).
+        mean, std: ``dataset`` mode: the plan's per-channel statistics.
 
     Raises:
-        ValueError: unknown mode or an unreadable file.
+        ValueError: unknown mode, missing ``dataset`` statistics, or an unreadable file.
     """
     from unetkit.data.geotiff import raster_shape
     from unetkit.data.io import read_image
+    from unetkit.data.normalize import NORMALIZATIONS, dataset_stats
 
-    if mode not in ("zscore", "minmax", "none"):
-        raise ValueError(f"unknown normalization {mode!r}; choose one of zscore, minmax, none")
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
     channels, height, width = raster_shape(path)
     if mode == "none":
         return ChannelStats(shift=np.zeros(channels), scale=np.ones(channels))
+    if mode == "dataset":
+        shift, scale = dataset_stats(mean, std, channels=channels, eps=_EPS)
+        return ChannelStats(shift=shift.astype(np.float64), scale=scale.astype(np.float64))
     count, mean, m2 = 0, np.zeros(channels), np.zeros(channels)
     lo, hi = np.full(channels, np.inf), np.full(channels, -np.inf)
     for window in iter_windows(height, width, block):
@@ -170,7 +178,9 @@ def predict_raster(
     expected = int(predictor.plan.model.kwargs.get("in_channels", channels))
     if channels != expected:
         raise ValueError(f"{path}: the model takes {expected} channel(s); the raster has {channels}")
-    stats = raster_stats(path, mode=predictor.plan.data.normalization, block=stats_block)
+    data = predictor.plan.data
+    stats = raster_stats(path, mode=data.normalization, block=stats_block, mean=data.intensity_mean,
+                         std=data.intensity_std)
     _, source = read_geotiff(path, window=(0, 0, 1, 1))  # geometry only; the (0, 0) window has the full transform
     geometry = {"crs": source["crs"], "transform": source["transform"]}
     classes = int(predictor.plan.model.kwargs.get("classes", 2))

@@ -20,6 +20,7 @@ import torch
 from unetkit.config import Plan
 from unetkit.models.base import save_pretrained
 from unetkit.registry import create_model
+from unetkit.train.align import align_predictions
 from unetkit.train.batches import Example, PatchBatcher
 from unetkit.train.budget import default_val_every, first_estimate, re_estimate
 from unetkit.train.checkpoint import load_training_state, save_training_state
@@ -46,6 +47,8 @@ class TrainResult:
     steps: int
     best_score: float
     seconds: float
+    # (shift, validation score without it, with it) from the alignment step, or None (see train/align.py)
+    alignment: tuple[list[float], float, float] | None = None
 
 
 def train(
@@ -173,7 +176,9 @@ def train(
                 state, seconds=time.perf_counter() - eval_started, now=time.perf_counter() - started
             )
             if cfg.time_budget_s and not done:
-                state["total_steps"] = _re_estimate(state, budget_s=cfg.time_budget_s)
+                # The alignment step after the loop costs about one more evaluation: keep time for it.
+                reserve = state["eval_s"] / state["evals"] if cfg.align and val_set else 0.0
+                state["total_steps"] = _re_estimate(state, budget_s=cfg.time_budget_s - reserve)
                 if not cfg.val_every:  # a first estimate made while loader workers started can be far too low
                     state["val_every"] = max(state["val_every"], default_val_every(state["total_steps"]))
                 progress.set_total(state["total_steps"])
@@ -192,9 +197,13 @@ def train(
     progress.close()
     tb.close()
     log.plot(run_dir / "curve.png")
+
+    # 5. Move predictions by the sub-pixel shift that best fits the validation labels, if one wins clearly.
+    alignment = align_predictions(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
     write_validation_overlays(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
     return TrainResult(
-        run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"]
+        run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"],
+        alignment=alignment,
     )
 
 

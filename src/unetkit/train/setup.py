@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from unetkit.data.normalize import normalize
+from unetkit.data.normalize import normalize_for
 from unetkit.data.options import DataConfig
 from unetkit.train.batches import Example
 
@@ -49,7 +49,7 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
     samples = discover(data).samples
     loaded = load_samples(samples, data)
     examples = [
-        Example(key=s.key, image=normalize(s.image, mode=data.normalization), mask=s.mask) for s in loaded
+        Example(key=s.key, image=normalize_for(s.image, data), mask=s.mask) for s in loaded
     ]
     return examples, [s.group for s in samples]
 

@@ -1,0 +1,67 @@
+"""End-of-training alignment: estimate ``infer.shift`` on the validation images (see ``unetkit.infer.alignment``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetkit.config import Plan
+from unetkit.train.batches import Example
+
+# Validation probabilities kept in memory for the search, in values (K * pixels): 256 MB of float32.
+MAX_VALUES = 64 * 2**20
+
+
+def align_predictions(
+    run_dir: Path,
+    val_set: list[Example],
+    plan: Plan,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    layout: torch.memory_format | None = None,
+) -> tuple[list[float], float, float] | None:
+    """Find the shift of the best model's validation probabilities that fits their labels best and, if one
+    wins clearly, store it in ``plan.infer.shift`` and rewrite ``run_dir/plan.yaml``.
+
+    Validation images are used in order until :data:`MAX_VALUES` probability values are held.
+
+    Returns:
+        ``(shift, validation score without it, with it)`` (``shift`` is ``[]`` when none wins), or None when
+        alignment is off, there is no validation set or no best checkpoint.
+    """
+    if not plan.train.align or not val_set or not (run_dir / "best").is_dir():
+        return None
+    from unetkit.infer.alignment import estimate_shift
+    from unetkit.infer.postprocess import probabilities_to_labels
+    from unetkit.models.base import load_model
+    from unetkit.train.evaluation import foreground_dice, predict_probabilities
+
+    model = load_model(run_dir / "best").to(device).eval()
+    if layout is not None:
+        model = model.to(memory_format=layout)
+    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
+    samples: list[tuple[np.ndarray, np.ndarray]] = []
+    held = 0
+    for example in val_set:
+        probs = predict_probabilities(
+            model, example.image, tile_size=tuple(plan.train.patch_size), amp_dtype=amp_dtype, memory_format=layout
+        )
+        if samples and held + probs.size > MAX_VALUES:
+            break
+        samples.append((probs, example.mask))
+        held += probs.size
+
+    def score(probs: np.ndarray, target: np.ndarray) -> float:
+        labels = probabilities_to_labels(probs, threshold=plan.infer.threshold)
+        return foreground_dice(
+            labels, target, num_classes=classes, ignore_index=plan.data.ignore_index, background=plan.data.background
+        )
+
+    shift, before, after = estimate_shift(samples, score)
+    if shift:
+        plan.infer.shift = shift
+        plan.save(run_dir / "plan.yaml")
+    return shift, before, after
