@@ -52,6 +52,7 @@ def test_export_writes_the_graph_and_a_report_that_describes_it(exported: tuple[
     assert report["input"]["name"] == "image" and report["input"]["shape"] == ["batch", 1, "height", "width"]
     assert report["output"]["name"] == "probabilities" and report["output"]["shape"][:2] == ["batch", 2]
     assert report["preprocessing"]["normalization"] == "zscore"
+    assert report["shift"]["pixels"] == []  # no alignment shift in this run
     diffs = report["parity"]["max_abs_diff"]
     assert sorted(diffs) == ["1x1x96x96", "2x1x145x145"]  # the tile, and an odd size at batch 2
     assert all(0 <= d < 1e-4 for d in diffs.values())
@@ -107,3 +108,18 @@ def test_a_failed_parity_check_writes_nothing(tmp_path: Path, capsys: pytest.Cap
     assert main(["export", str(run), "--out", str(out), "--atol", "1e-12"]) == 2
     assert "differs from eager" in capsys.readouterr().err
     assert list(out.parent.iterdir()) == []
+
+
+def test_the_report_carries_dataset_statistics_and_the_alignment_shift(tmp_path: Path) -> None:
+    from unetkit.commands.export import _preprocessing
+    from unetkit.config import Plan
+
+    run = make_run(tmp_path / "run", in_channels=3, tile=64, normalization="dataset",
+                   intensity_mean=[107.8, 107.9, 108.4], intensity_std=[79.4, 78.1, 80.9], shift=[-0.5, 0.25])
+    plan = Plan.load(run / "plan.yaml")
+    pre = _preprocessing(plan.data)
+    assert pre["normalization"] == "dataset" and pre["mean"] == [107.8, 107.9, 108.4] and pre["std"][2] == 80.9
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    report = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert report["shift"]["pixels"] == [-0.5, 0.25] and report["preprocessing"]["std"] == [79.4, 78.1, 80.9]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from unetkit.config import InferConfig, Plan
-from unetkit.infer.predictor import Prediction, Predictor
+from unetkit.infer.predictor import Prediction, Predictor, blended_probabilities
 
 # Data options that change what a model sees or what its outputs mean; the others (where the data lies,
 # how images are grouped for the split) may differ between ensemble members.
@@ -144,22 +144,8 @@ class EnsemblePredictor:
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(mean probabilities (K, *spatial), mean TTA variance (*spatial) or None)`` for a raw image."""
-        from unetkit.data.normalize import normalize_for
-        from unetkit.infer.tiling import sliding_window_predict
-
         self.members[0]._check(image)
-        x = torch.from_numpy(normalize_for(image, self.plan.data))
-        out = sliding_window_predict(
-            self.tile_fn(),
-            x,
-            tile_size=tuple(self.infer.tile_size),
-            overlap=self.infer.overlap,
-            blend=self.infer.blend,
-            batch_size=self.infer.batch_size,
-        ).numpy()
-        if self.with_uncertainty:
-            return out[:-1], out[-1]
-        return out, None
+        return blended_probabilities(self.tile_fn(), image, self.plan, self.infer, uncertainty=self.with_uncertainty)
 
     def __call__(self, image: np.ndarray) -> Prediction:
         from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,22 +107,8 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(probabilities (K, *spatial), uncertainty (*spatial) or None)`` for a raw ``(C, *spatial)`` image."""
-        from unetkit.infer.tiling import sliding_window_predict
-
         self._check(image)
-        x = torch.from_numpy(normalize_for(image, self.plan.data))
-        want_uncertainty = self.with_uncertainty
-        out = sliding_window_predict(
-            self.tile_fn(),
-            x,
-            tile_size=tuple(self.infer.tile_size),
-            overlap=self.infer.overlap,
-            blend=self.infer.blend,
-            batch_size=self.infer.batch_size,
-        ).numpy()
-        if want_uncertainty:
-            return out[:-1], out[-1]
-        return out, None
+        return blended_probabilities(self.tile_fn(), image, self.plan, self.infer, uncertainty=self.with_uncertainty)
 
     def __call__(self, image: np.ndarray) -> Prediction:
         from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components
@@ -173,6 +160,27 @@ class Predictor:
         channels = int(self.plan.model.kwargs.get("in_channels", image.shape[0]))
         if image.shape[0] != channels:
             raise ValueError(f"the model takes {channels} channel(s); the image has {image.shape[0]}")
+
+
+def blended_probabilities(
+    tile_fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, plan: Plan, infer: InferConfig, *,
+    uncertainty: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalise a raw ``(C, *spatial)`` image as ``plan`` says, run ``tile_fn`` over its Gaussian-blended tiles and
+    split off the uncertainty channel that ``tile_fn`` appends when ``uncertainty`` (a single model or an ensemble)."""
+    from unetkit.infer.tiling import sliding_window_predict
+
+    out = sliding_window_predict(
+        tile_fn,
+        torch.from_numpy(normalize_for(image, plan.data)),
+        tile_size=tuple(infer.tile_size),
+        overlap=infer.overlap,
+        blend=infer.blend,
+        batch_size=infer.batch_size,
+    ).numpy()
+    if uncertainty:
+        return out[:-1], out[-1]
+    return out, None
 
 
 def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_path: str | Path | None):  # type: ignore[no-untyped-def]

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +61,12 @@ def train_folds(
         FileExistsError: ``run_dir`` holds files and neither ``resume`` nor ``overwrite`` is set.
     """
     from unetkit.train.loop import train
+    from unetkit.train.setup import prepare_run_dir
 
     k = plan.train.folds
     if k < 2:
         raise ValueError(f"cross-validation needs train.folds >= 2, got {k}")
-    run_dir = _prepare_parent(Path(run_dir), resume=resume, overwrite=overwrite)
+    run_dir = prepare_run_dir(Path(run_dir), resume=resume, overwrite=overwrite, marker=None)
     fold_dice: list[float] = []
     for fold in range(k):
         fold_plan = dataclasses.replace(plan, train=dataclasses.replace(plan.train, fold=fold))
@@ -79,19 +79,6 @@ def train_folds(
         fold_dice.append(float(result.best_score))
         _write_summary(run_dir, k=k, seed=plan.train.seed, fold_dice=fold_dice)
     return CrossValidationResult(run_dir=run_dir, fold_dice=fold_dice, mean_dice=_mean(fold_dice))
-
-
-def _prepare_parent(run_dir: Path, *, resume: bool, overwrite: bool) -> Path:
-    if resume:
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"cannot resume: {run_dir} does not exist")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} already exists and is not empty; pass --overwrite or --resume")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _mean(values: list[float]) -> float:

@@ -16,12 +16,18 @@ class DatasetError(ValueError):
     """The dataset failed its checks; training did not start."""
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> Path:
-    """Create the run folder; refuse to touch an existing run unless resuming or ``overwrite``."""
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, marker: str | None = "state.json") -> Path:
+    """Create the run folder; refuse to touch an existing run unless resuming or ``overwrite``.
+
+    ``marker``: the file a resumable folder must hold (a run's ``state.json``); None: the folder itself
+    (a cross-validation parent, whose folds check their own state).
+    """
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / "state.json").is_file():
-            raise FileNotFoundError(f"cannot resume: {run_dir}/state.json not found")
+        if marker is None and not run_dir.is_dir():
+            raise FileNotFoundError(f"cannot resume: {run_dir} does not exist")
+        if marker is not None and not (run_dir / marker).is_file():
+            raise FileNotFoundError(f"cannot resume: {run_dir}/{marker} not found")
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
