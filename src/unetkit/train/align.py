@@ -36,12 +36,9 @@ def align_predictions(
         return None
     from unetkit.infer.alignment import estimate_shift
     from unetkit.infer.postprocess import probabilities_to_labels
-    from unetkit.models.base import load_model
-    from unetkit.train.evaluation import foreground_dice, predict_probabilities
+    from unetkit.train.evaluation import foreground_dice, load_for_evaluation, predict_probabilities
 
-    model = load_model(run_dir / "best").to(device).eval()
-    if layout is not None:
-        model = model.to(memory_format=layout)
+    model = load_for_evaluation(run_dir / "best", device=device, layout=layout)
     classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
     samples: list[tuple[np.ndarray, np.ndarray]] = []
     held = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -46,6 +48,16 @@ def predict_probabilities(
     finally:
         model.train(was_training)
     return probs.cpu().numpy()
+
+
+def load_for_evaluation(
+    checkpoint: Path, *, device: torch.device, layout: torch.memory_format | None = None
+) -> torch.nn.Module:
+    """A saved model (e.g. ``RUN/best``) in eval mode on ``device``, in ``layout`` when given (end-of-training steps)."""
+    from unetkit.models.base import load_model
+
+    model = load_model(checkpoint).to(device).eval()
+    return model.to(memory_format=layout) if layout is not None else model
 
 
 def predict_labels(

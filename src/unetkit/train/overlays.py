@@ -43,12 +43,9 @@ def write_validation_overlays(
         return []
     from unetkit.data.io import write_image
     from unetkit.infer.overlay import make_overlay
-    from unetkit.models.base import load_model
-    from unetkit.train.evaluation import predict_labels
+    from unetkit.train.evaluation import load_for_evaluation, predict_labels
 
-    model = load_model(run_dir / "best").to(device).eval()
-    if layout is not None:
-        model = model.to(memory_format=layout)
+    model = load_for_evaluation(run_dir / "best", device=device, layout=layout)
     folder = run_dir / "overlays"
     folder.mkdir(exist_ok=True)
     written: list[Path] = []
