@@ -99,5 +99,10 @@ def test_training_alignment_step_finds_a_one_pixel_label_offset_and_writes_the_p
     shift, before, after = align_predictions(run, val, plan, device=torch.device("cpu"))
     assert shift == [1.0, 0.0] and after > before
     assert Plan.load(run / "plan.yaml").infer.shift == [1.0, 0.0]
+    assert plan.infer.shift == []  # the caller's plan (shared by cross-validation folds) is left alone
+    # Labels that match the predictions: no shift wins, and a stale one in the file is cleared.
+    aligned = [Example(key=v.key, image=v.image, mask=np.roll(v.mask, -1, axis=0)) for v in val]
+    assert align_predictions(run, aligned, plan, device=torch.device("cpu"))[0] == []
+    assert Plan.load(run / "plan.yaml").infer.shift == []
     plan.train.align = False
     assert align_predictions(run, val, plan, device=torch.device("cpu")) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ def align_predictions(
     amp_dtype: torch.dtype | None = None,
     layout: torch.memory_format | None = None,
 ) -> tuple[list[float], float, float] | None:
-    """Find the shift of the best model's validation probabilities that fits their labels best and, if one
-    wins clearly, store it in ``plan.infer.shift`` and rewrite ``run_dir/plan.yaml``.
+    """Find the shift of the best model's validation probabilities that fits their labels best and write it
+    (``[]`` when none wins clearly) to ``infer.shift`` in ``run_dir/plan.yaml``; ``plan`` itself is not changed.
 
     Validation images are used in order until :data:`MAX_VALUES` probability values are held.
 
@@ -58,7 +59,10 @@ def align_predictions(
         )
 
     shift, before, after = estimate_shift(samples, score)
-    if shift:
-        plan.infer.shift = shift
-        plan.save(run_dir / "plan.yaml")
+    # The run's own plan file is rewritten, never the caller's Plan object: cross-validation folds share
+    # one InferConfig, and a fold must not inherit another fold's shift.
+    saved = Plan.load(run_dir / "plan.yaml")
+    if list(saved.infer.shift) != shift:
+        saved.infer = dataclasses.replace(saved.infer, shift=shift)
+        saved.save(run_dir / "plan.yaml")
     return shift, before, after
