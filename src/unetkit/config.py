@@ -39,6 +39,8 @@ class TrainConfig:
     batch_size: int = 4
     optimizer: str = "adamw"
     lr: float = 1e-3
+    # The encoder's learning rate is lr * encoder_lr_scale (below 1 keeps a pretrained encoder's features).
+    encoder_lr_scale: float = 1.0
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     warmup_steps: int = 50

@@ -35,7 +35,7 @@ from unetkit.train.precision import (
     resolve_precision,
 )
 from unetkit.train.prefetch import BatchStream
-from unetkit.train.schedule import lr_at
+from unetkit.train.schedule import ema_decay_at, lr_at
 from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
 
 CALIBRATION_STEPS = 8
@@ -89,7 +89,9 @@ def train(
         model = model.to(memory_format=layout)
     ema = copy.deepcopy(model).eval() if cfg.ema else None
     scaler = grad_scaler_for(dev, amp_dtype)  # fp16 on CUDA only
-    optimizer = build_optimizer(model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(
+        model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, encoder_lr_scale=cfg.encoder_lr_scale
+    )
     loss_fn = _loss(plan)
 
     # 3. Fresh start or exact resume.
@@ -120,7 +122,7 @@ def train(
         warmup = min(cfg.warmup_steps, max(total_for_lr // 10, 1))
         lr = lr_at(step, base_lr=cfg.lr, total_steps=total_for_lr, warmup_steps=warmup, kind=cfg.schedule)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
         x, y = next(batches)
         x, y = x.to(dev, non_blocking=x.is_pinned()), y.to(dev, non_blocking=y.is_pinned())
@@ -134,7 +136,7 @@ def train(
             loss, optimizer=optimizer, parameters=params, grad_clip=cfg.grad_clip, scaler=scaler
         )
         if ema is not None:
-            _update_ema(ema, model, decay=float(cfg.ema))
+            _update_ema(ema, model, decay=ema_decay_at(step + 1, decay=float(cfg.ema)))
         state["step"] = step = step + 1
         state["elapsed"] = time.perf_counter() - started
 

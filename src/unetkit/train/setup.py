@@ -92,11 +92,32 @@ def split_examples(
 
 
 def build_optimizer(
-    model: torch.nn.Module, *, name: str, lr: float, weight_decay: float
+    model: torch.nn.Module, *, name: str, lr: float, weight_decay: float, encoder_lr_scale: float = 1.0
 ) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW or SGD (Nesterov, momentum 0.99) over the trainable parameters.
+
+    With ``encoder_lr_scale != 1`` and a model that has an ``encoder``, the encoder's parameters form a
+    second group whose learning rate is ``lr * encoder_lr_scale`` (a pretrained encoder needs smaller steps
+    than a freshly initialised decoder). Every group records its factor as ``lr_scale``; the training loop
+    sets ``group["lr"] = schedule_lr * group["lr_scale"]``.
+    """
+    if encoder_lr_scale <= 0:
+        raise ValueError(f"encoder_lr_scale must be positive, got {encoder_lr_scale}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    encoder = getattr(model, "encoder", None)
+    if encoder_lr_scale != 1.0 and isinstance(encoder, torch.nn.Module):
+        in_encoder = {id(p) for p in encoder.parameters()}
+        groups = [
+            {"params": [p for p in trainable if id(p) not in in_encoder], "lr_scale": 1.0},
+            {"params": [p for p in trainable if id(p) in in_encoder], "lr_scale": encoder_lr_scale},
+        ]
+        groups = [g for g in groups if g["params"]]
+    else:
+        groups = [{"params": trainable, "lr_scale": 1.0}]
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.99, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose adamw or sgd")
