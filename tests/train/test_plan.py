@@ -35,15 +35,20 @@ def test_rare_foreground_small_images_and_gpu() -> None:
 
 
 def test_pretrained_encoder_for_2d_grey_or_rgb_images_only() -> None:
-    grey = make_plan(DataConfig(task="binary"), _fp(), pretrained=True).model.kwargs
+    grey_plan = make_plan(DataConfig(task="binary"), _fp(), pretrained=True)
+    grey = grey_plan.model.kwargs
     assert grey["encoder"] == "tf_efficientnet_lite0" and grey["encoder_weights"] == "imagenet"
+    # A fresh decoder learns at 3e-3, the pretrained encoder at 1e-3.
+    assert (grey_plan.train.lr, grey_plan.train.encoder_lr_scale) == (3e-3, 0.333)
     assert "width" not in grey and "depth" not in grey  # the backbone fixes its own stages
     rgb = make_plan(DataConfig(), _fp(channels=[3]), pretrained=True).model.kwargs
     assert rgb["encoder"] == "tf_efficientnet_lite0" and rgb["in_channels"] == 3
     # Multi-band rasters and volumes have no ImageNet counterpart: the plain encoder, from scratch.
     for fp in (_fp(channels=[4]), _fp(spatial_dims=[3], sizes={"median": [32, 32, 32]})):
-        kwargs = make_plan(DataConfig(), fp, pretrained=True).model.kwargs
+        plan = make_plan(DataConfig(), fp, pretrained=True)
+        kwargs = plan.model.kwargs
         assert kwargs["encoder"] == "plain" and "encoder_weights" not in kwargs
+        assert (plan.train.lr, plan.train.encoder_lr_scale) == (1e-3, 1.0)
 
 
 def test_pretrained_default_follows_the_installed_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,9 +113,11 @@ def test_precision_resolution() -> None:
 
 
 def test_plans_written_with_retired_fields_still_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    raw = make_plan(DataConfig(), _fp()).to_dict()
+    raw = make_plan(DataConfig(), _fp(), pretrained=False).to_dict()
     raw["train"]["num_workers"] = 0  # written by the first version
-    assert Plan.from_dict(raw).train.lr == 1e-3
+    del raw["train"]["encoder_lr_scale"]  # added later: the default applies
+    loaded = Plan.from_dict(raw).train
+    assert loaded.lr == 1e-3 and loaded.encoder_lr_scale == 1.0
 
 
 def test_encoder_flags_on_the_command_line(datasets, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -123,13 +130,19 @@ def test_encoder_flags_on_the_command_line(datasets, tmp_path) -> None:  # type:
     (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
     base = ["train", str(tmp_path / "l.csv"), "--out", str(tmp_path / "r"), "--value-map", "0:1,255:0"]
     parse = build_parser().parse_args
-    plain = build_plan(parse([*base, "--encoder", "plain"])).model.kwargs
+    scratch, pretrained = (1e-3, 1.0), (3e-3, 0.333)  # (lr, encoder_lr_scale)
+    plan = build_plan(parse([*base, "--encoder", "plain"]))
+    plain = plan.model.kwargs
     assert plain["encoder"] == "plain" and plain["width"] == 16 and plain["depth"] == 4
-    assert "encoder_weights" not in plain
-    other = build_plan(parse([*base, "--encoder", "resnet18"])).model.kwargs
-    assert other["encoder"] == "resnet18" and "encoder_weights" not in other
-    chosen = build_plan(parse([*base, "--encoder", "resnet18", "--encoder-weights", "w.safetensors"])).model.kwargs
-    assert chosen["encoder_weights"] == "w.safetensors"
+    assert "encoder_weights" not in plain and (plan.train.lr, plan.train.encoder_lr_scale) == scratch
+    plan = build_plan(parse([*base, "--encoder", "resnet18"]))
+    assert plan.model.kwargs["encoder"] == "resnet18" and "encoder_weights" not in plan.model.kwargs
+    assert (plan.train.lr, plan.train.encoder_lr_scale) == scratch  # a random encoder: one learning rate
+    plan = build_plan(parse([*base, "--encoder", "resnet18", "--encoder-weights", "w.safetensors"]))
+    assert plan.model.kwargs["encoder_weights"] == "w.safetensors"
+    assert (plan.train.lr, plan.train.encoder_lr_scale) == pretrained
+    plan = build_plan(parse([*base, "--encoder", "resnet18", "--set", "train.lr=5e-4"]))
+    assert plan.train.lr == 5e-4  # --set wins over the flags' defaults
 
 
 def test_auto_precision_is_fp16_on_cuda_and_never_emulated_bf16_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

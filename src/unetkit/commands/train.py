@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from unetkit.commands._data_args import add_data_arguments, data_config_from_args
@@ -124,6 +125,7 @@ def fold_overrides(folds: int | None, fold: str | None) -> list[str]:
 def build_plan(args: argparse.Namespace) -> Plan:
     """Plan from the data (or a plan file), then the CLI's model flags and ``--set`` overrides on top."""
     from unetkit.commands.plan import plan_from_data
+    from unetkit.train.plan import optimiser_settings
 
     if args.plan:
         plan = Plan.load(args.plan)
@@ -143,6 +145,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
             plan.model.kwargs.pop("encoder_weights", None)  # the planner's weights belong to its own encoder
     if args.encoder_weights:
         overrides.append(f"model.kwargs.encoder_weights={args.encoder_weights}")
+    if (args.encoder or args.encoder_weights) and not args.plan:
+        # The planner's learning rates depend on whether the encoder starts pretrained; `--set` still wins.
+        settings = optimiser_settings(pretrained=bool(args.encoder_weights) or "encoder_weights" in plan.model.kwargs)
+        plan.train = dataclasses.replace(plan.train, **settings)
     if args.time_budget and args.plan:
         overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
     return apply_overrides(plan, overrides)
