@@ -214,6 +214,7 @@ def test_isbi_membrane_is_foreground_with_a_value_map(datasets: Path) -> None:
     fp = fingerprint(loaded, cfg)
     assert fp["foreground_fraction"] == pytest.approx(expected, abs=1e-12)
     assert 0.18 < fp["foreground_fraction"] < 0.26  # SOURCE.md: ~78% of pixels are cell interior
+    assert fp["georeferenced"] is False
     np.testing.assert_array_equal(loaded[0].image[0], pixels(root / "images" / "0.png"))
 
 
@@ -316,3 +317,25 @@ def test_hippocampus_nifti_three_classes(datasets: Path) -> None:
     fp = fingerprint(loaded, cfg)
     assert fp["spatial_dims"] == 3 and fp["classes"] == ["background", "anterior", "posterior"]
     assert 0.03 < fp["foreground_fraction"] < 0.08 and fp["spacing"] == [1.0, 1.0, 1.0]
+
+
+def test_georeferenced_rasters_are_planned_as_aerial_scenes(tmp_path: Path) -> None:
+    """A folder of GeoTIFFs is fingerprinted as georeferenced, and the planner gives it the aerial rules."""
+    rasterio = pytest.importorskip("rasterio")
+    from unetkit.train.plan import make_plan
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        profile = {"driver": "GTiff", "height": 40, "width": 48, "count": 3, "dtype": "uint8", "crs": "EPSG:32640",
+                   "transform": rasterio.Affine(0.5, 0.0, 500000.0 + 24 * i, 0.0, -0.5, 2790000.0)}  # fmt: skip
+        with rasterio.open(tmp_path / "images" / f"s{i}.tif", "w", **profile) as ds:
+            ds.write(rng.integers(0, 256, (3, 40, 48), dtype=np.uint8))
+        png(tmp_path / "masks" / f"s{i}.png", (rng.random((40, 48)) > 0.7).astype(np.uint8))
+    cfg = DataConfig(root=str(tmp_path))
+    fp = fingerprint(discover(cfg).samples, cfg)
+    assert fp["georeferenced"] is True
+    plan = make_plan(cfg, fp, pretrained=False)
+    assert plan.train.augmentation == "aerial"  # a scene has no up, so no RGB-photo rules
+    assert plan.data.normalization == "dataset" and len(plan.data.intensity_mean) == 3

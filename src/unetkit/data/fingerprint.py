@@ -38,7 +38,8 @@ def fingerprint(items: Sequence[Any], config: DataConfig | None = None, *, seed:
         differ in channel count), ``classes``, ``class_pixels``,
         ``class_frequencies`` (share of labelled pixels), ``class_presence`` (share of images containing the
         class), ``foreground_fraction`` (non-background share of labelled pixels, or any-class share for
-        multi-label), ``ignore_fraction`` and ``num_labelled``.
+        multi-label), ``ignore_fraction``, ``num_labelled`` and ``georeferenced`` (every image carries a CRS or
+        an affine transform, as GeoTIFFs do).
 
     Raises:
         ValueError: empty input, or samples without a config.
@@ -69,6 +70,7 @@ class FingerprintAccumulator:
         self.channels: set[int] = set()
         self.dtypes: set[str] = set()
         self.spacings: list[tuple[float, ...]] = []
+        self.georeferenced = 0  # images whose file carries a CRS or an affine transform (GeoTIFF)
         self.moments: dict[str, list[np.ndarray]] = {
             "all": [],
             "fg": [],
@@ -86,6 +88,8 @@ class FingerprintAccumulator:
         self.shapes.append(tuple(image.shape[1:]))
         self.channels.add(int(image.shape[0]))
         self.dtypes.add(str(item.meta.get("dtype", image.dtype)))
+        if item.meta.get("crs") or item.meta.get("transform"):
+            self.georeferenced += 1
         if item.meta.get("spacing"):
             self.spacings.append(tuple(float(s) for s in item.meta["spacing"]))
         flat = image.reshape(image.shape[0], -1)
@@ -152,6 +156,8 @@ class FingerprintAccumulator:
             "dtypes": sorted(self.dtypes),
             "sizes": _spread(shapes) if shapes is not None else {},
             "spacing": np.median(np.array(self.spacings), axis=0).tolist() if self.spacings else None,
+            # Every image placed on the ground (a CRS or an affine transform): the planner treats them as aerial.
+            "georeferenced": self.georeferenced == len(self.shapes),
             "intensity": self._intensity_stats("all"),
             "intensity_foreground": self._intensity_stats("fg"),
         }

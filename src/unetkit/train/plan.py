@@ -124,6 +124,7 @@ def _facts(fingerprint: dict[str, Any], data: DataConfig) -> dict[str, Any]:
         "channels": int(channels[0]),
         "size_median": fingerprint.get("sizes", {}).get("median") or [256] * int(dims[0]),
         "has_roi": bool(fingerprint.get("has_roi")) or bool(data.roi_dir),
+        "georeferenced": bool(fingerprint.get("georeferenced")),
     }
 
 
