@@ -55,28 +55,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unetkit.train import distributed
+
+    ctx = distributed.context_from_env()
+    try:
+        return _run(args, quiet=not ctx.is_main)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(args: argparse.Namespace, *, quiet: bool) -> int:
+    """Train one run or every fold; ``quiet`` on the other processes of a torchrun job (rank 0 reports)."""
     from unetkit.train.cv import fold_dir, is_cv_parent
     from unetkit.train.loop import train
 
+    say = (lambda *a, **k: None) if quiet else print
     out = Path(args.out)
     if args.resume and is_cv_parent(out):
-        return _run_folds(Plan.load(fold_dir(out, 0) / "plan.yaml"), out, args)
+        return _run_folds(Plan.load(fold_dir(out, 0) / "plan.yaml"), out, args, say=say)
     if args.resume:
         plan = Plan.load(out / "plan.yaml")
     else:
         plan = build_plan(args)
-        print(
+        say(
             f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
             f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}"
         )
     if args.fold == "all":
-        return _run_folds(plan, out, args)
+        return _run_folds(plan, out, args, say=say)
     result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
-    print(
+    say(
         f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}"
     )
     if result.alignment is not None:
-        print(alignment_text(result.alignment))
+        say(alignment_text(result.alignment))
     return 0
 
 
@@ -89,12 +101,12 @@ def alignment_text(alignment: tuple[list[float], float, float]) -> str:
     return f"alignment: predictions move by ({px}) px (validation Dice {before:.4f} -> {after:.4f}); see infer.shift"
 
 
-def _run_folds(plan: Plan, out: Path, args: argparse.Namespace) -> int:
+def _run_folds(plan: Plan, out: Path, args: argparse.Namespace, *, say=print) -> int:  # type: ignore[no-untyped-def]
     from unetkit.train.cv import train_folds
 
     result = train_folds(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
     dice = "  ".join(f"{d:.4f}" for d in result.fold_dice)
-    print(
+    say(
         f"cross-validation: best validation Dice per fold {dice}; mean {result.mean_dice:.4f}; "
         f"summary in {out / 'cv.json'}"
     )

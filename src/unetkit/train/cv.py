@@ -60,13 +60,17 @@ def train_folds(
         ValueError: ``plan.train.folds`` below 2.
         FileExistsError: ``run_dir`` holds files and neither ``resume`` nor ``overwrite`` is set.
     """
+    from unetkit.train import distributed
     from unetkit.train.loop import train
     from unetkit.train.setup import prepare_run_dir
 
     k = plan.train.folds
     if k < 2:
         raise ValueError(f"cross-validation needs train.folds >= 2, got {k}")
-    run_dir = prepare_run_dir(Path(run_dir), resume=resume, overwrite=overwrite, marker=None)
+    ctx = distributed.context_from_env()  # under torchrun, rank 0 alone writes the folder and its summary
+    run_dir = Path(run_dir)
+    if ctx.is_main:
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, marker=None)
     fold_dice: list[float] = []
     for fold in range(k):
         fold_plan = dataclasses.replace(plan, train=dataclasses.replace(plan.train, fold=fold))
@@ -74,10 +78,12 @@ def train_folds(
         continues = resume and (target / "state.json").is_file()
         if continues:
             fold_plan = Plan.load(target / "plan.yaml")  # the fold's own plan, as a single-run resume does
-        print(f"fold {fold + 1}/{k} -> {target}", flush=True)
+        if ctx.is_main:
+            print(f"fold {fold + 1}/{k} -> {target}", flush=True)
         result = train(fold_plan, target, resume=continues, overwrite=not continues, device=device)
         fold_dice.append(float(result.best_score))
-        _write_summary(run_dir, k=k, seed=plan.train.seed, fold_dice=fold_dice)
+        if ctx.is_main:
+            _write_summary(run_dir, k=k, seed=plan.train.seed, fold_dice=fold_dice)
     return CrossValidationResult(run_dir=run_dir, fold_dice=fold_dice, mean_dice=_mean(fold_dice))
 
 

@@ -5,6 +5,10 @@ everything that must survive a kill (model, optimiser, EMA, loss scaler, step, t
 step count) is saved together so that ``--resume`` continues exactly (bit-exact on CPU). The batch of
 step ``s`` depends only on ``(seed, s)`` (:mod:`unetkit.train.prefetch`), so batches need no saved state
 and ``train.workers`` processes can prepare them ahead without changing them.
+
+Started by ``torchrun``, each process trains a DistributedDataParallel copy on its own batches; rank 0
+alone validates, writes the run and keeps the budget, and broadcasts what it decides
+(:mod:`unetkit.train.distributed`). In a single process those steps do nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from unetkit.config import Plan
 from unetkit.models.base import save_pretrained
 from unetkit.registry import create_model
+from unetkit.train import distributed
 from unetkit.train.align import align_predictions
 from unetkit.train.batches import Example, PatchBatcher
 from unetkit.train.budget import default_val_every, first_estimate, re_estimate
@@ -62,8 +67,12 @@ def train(
 ) -> TrainResult:
     """Train ``plan`` into ``run_dir``; ``stop_after`` ends early after that many steps (for tests)."""
     cfg = plan.train
-    run_dir = prepare_run_dir(Path(run_dir), resume=resume, overwrite=overwrite)
-    dev = torch.device(device)
+    ctx = distributed.context_from_env()
+    dev = distributed.setup(ctx, device)
+    if ctx.is_main:
+        run_dir = prepare_run_dir(Path(run_dir), resume=resume, overwrite=overwrite)
+    distributed.barrier(ctx)
+    run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
 
     # 1. Data: checked, loaded, split by group, normalised; a patch batcher with augmentation.
@@ -93,6 +102,7 @@ def train(
         model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, encoder_lr_scale=cfg.encoder_lr_scale
     )
     loss_fn = _loss(plan)
+    net = distributed.wrap(model, ctx, dev)  # the same module (and parameters) unless distributed
 
     # 3. Fresh start or exact resume.
     state = {
@@ -103,15 +113,18 @@ def train(
     }
     if resume:
         state = load_training_state(run_dir, model=model, optimizer=optimizer, ema=ema, grad_scaler=scaler)
-    else:
+    elif ctx.is_main:
         plan.save(run_dir / "plan.yaml")
-    log = MetricsLog(run_dir / "metrics.csv", resume=resume)
+    main = ctx.is_main  # only rank 0 logs, shows progress and writes files
+    log = MetricsLog(run_dir / "metrics.csv", resume=resume) if main else _Silent()
     # TensorBoard scalars when the package is installed (else a no-op); on resume, later events are dropped.
-    tb = TensorBoardLog(run_dir / "tb", purge_step=state["step"] + 1 if resume else None)
-    progress = Progress(total=state["total_steps"] or None, start=state["step"])
+    tb = TensorBoardLog(run_dir / "tb", purge_step=state["step"] + 1 if resume else None) if main else _Silent()
+    progress = Progress(total=state["total_steps"] or None, start=state["step"]) if main else _Silent()
     started = time.perf_counter() - state["elapsed"]
     pin = dev.type == "cuda"
-    batches = BatchStream(batcher, seed=cfg.seed, start=state["step"], workers=cfg.workers, pin_memory=pin)
+    batches = BatchStream(
+        batcher, seed=cfg.seed, start=state["step"], workers=cfg.workers, pin_memory=pin, rank=ctx.rank
+    )
 
     # 4. The loop.
     model.train()
@@ -129,7 +142,7 @@ def train(
         if layout is not None:
             x = x.contiguous(memory_format=layout)
         with autocast(dev, amp_dtype):
-            outputs = model(x)
+            outputs = net(x)
         loss = loss_fn(_as_float(outputs), y)
         params = list(model.parameters())
         backward_and_step(
@@ -146,12 +159,13 @@ def train(
         if step == 2:
             state["paced_from"] = [step, _training_seconds(state)]
         if not state["total_steps"] and step == CALIBRATION_STEPS:
-            state["total_steps"] = first_estimate(
+            estimate = first_estimate(
                 budget_s=cfg.time_budget_s or 0,
                 elapsed_s=state["elapsed"],
                 step=step,
                 step_s=_step_seconds(state),
             )
+            state["total_steps"] = distributed.broadcast_ints(ctx, [estimate])[0]  # rank 0's pace decides
             progress.set_total(state["total_steps"])
         loss_value = loss.item()
         progress.update(step, loss=loss_value, lr=lr)
@@ -160,7 +174,7 @@ def train(
         if state["total_steps"] and not state.get("val_every"):
             state["val_every"] = cfg.val_every or default_val_every(state["total_steps"])
         due = bool(state["total_steps"]) and step % state.get("val_every", 1) == 0
-        if due or done or (stop_after and step >= stop_after):
+        if (due or done or (stop_after and step >= stop_after)) and main:
             eval_started = time.perf_counter()
             scored = ema if ema is not None else model
             score = (
@@ -190,6 +204,12 @@ def train(
             log.write(step=step, loss=loss_value, lr=lr, val_dice=score, elapsed=state["elapsed"])
             tb.write(step=step, loss=loss_value, lr=lr, val_dice=score)
             progress.evaluation(step, loss=loss_value, val_dice=score, best=state["best"])
+        if ctx.enabled and (due or done or (stop_after and step >= stop_after)):
+            # Every process follows rank 0's step count, evaluation interval and early stop.
+            stale = state.get("stale", 0) if main else 0
+            state["total_steps"], state["val_every"], state["stale"] = distributed.broadcast_ints(
+                ctx, [state["total_steps"], state.get("val_every", 0), stale]
+            )
         if stop_after and step >= stop_after:
             break
         if cfg.early_stop_patience and state.get("stale", 0) >= cfg.early_stop_patience:
@@ -198,6 +218,8 @@ def train(
     batches.close()
     progress.close()
     tb.close()
+    if not main:
+        return TrainResult(run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"])
     log.plot(run_dir / "curve.png")
 
     # 5. Move predictions by the sub-pixel shift that best fits the validation labels, if one wins clearly.
@@ -244,6 +266,13 @@ def _augmentation(plan: Plan):  # type: ignore[no-untyped-def]
     if plan.train.augmentation == "none":
         return None
     return build_augmentation(plan.train.augmentation, patch_size=tuple(plan.train.patch_size))
+
+
+class _Silent:
+    """Stands in for the log, TensorBoard and progress bar on ranks other than 0: every call does nothing."""
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return lambda *args, **kwargs: None
 
 
 def _as_float(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:

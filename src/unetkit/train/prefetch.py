@@ -30,20 +30,22 @@ from unetkit.train.batches import PatchBatcher
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def step_rng(*, seed: int, step: int) -> np.random.Generator:
-    """The generator that draws the batch of step ``step``: ``np.random.default_rng([seed, step])``.
+def step_rng(*, seed: int, step: int, rank: int = 0) -> np.random.Generator:
+    """The generator that draws the batch of step ``step``: ``np.random.default_rng([seed, step])``, and for
+    distributed process ``rank > 0`` ``default_rng([seed, step, rank])`` (rank 0 draws a one-process run's batches).
 
     Raises:
-        ValueError: ``seed`` or ``step`` is negative (``SeedSequence`` takes non-negative integers).
+        ValueError: ``seed``, ``step`` or ``rank`` is negative (``SeedSequence`` takes non-negative integers).
     """
-    if seed < 0 or step < 0:
-        raise ValueError(f"seed ({seed}) and step ({step}) must be non-negative integers")
-    return np.random.default_rng([int(seed), int(step)])
+    if seed < 0 or step < 0 or rank < 0:
+        raise ValueError(f"seed ({seed}), step ({step}) and rank ({rank}) must be non-negative integers")
+    key = [int(seed), int(step)] + ([int(rank)] if rank else [])
+    return np.random.default_rng(key)
 
 
-def batch_for_step(batcher: PatchBatcher, *, seed: int, step: int) -> Batch:
-    """The batch of step ``step``: ``x (B, C, *patch)`` float32, ``y (B, *patch)`` int64."""
-    return batcher.next(step_rng(seed=seed, step=step))
+def batch_for_step(batcher: PatchBatcher, *, seed: int, step: int, rank: int = 0) -> Batch:
+    """The batch of step ``step`` (for process ``rank``): ``x (B, C, *patch)`` float32, ``y (B, *patch)`` int64."""
+    return batcher.next(step_rng(seed=seed, step=step, rank=rank))
 
 
 class BatchStream:
@@ -53,6 +55,7 @@ class BatchStream:
         batcher: draws one batch from a generator.
         seed: the run's seed.
         start: the first step (the resume point).
+        rank: the distributed process (0 in a one-process run); each rank draws its own batches.
         workers: 0 builds each batch in the calling process when it is asked for; ``N > 0`` uses
             ``N`` worker processes that keep about ``2 * N`` batches ready.
         pin_memory: page-locked batches (for CUDA: copies with ``non_blocking=True`` overlap compute).
@@ -62,21 +65,30 @@ class BatchStream:
     """
 
     def __init__(
-        self, batcher: PatchBatcher, *, seed: int, start: int, workers: int = 0, pin_memory: bool = False
+        self,
+        batcher: PatchBatcher,
+        *,
+        seed: int,
+        start: int,
+        workers: int = 0,
+        pin_memory: bool = False,
+        rank: int = 0,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(
                 f"train.workers must be an integer >= 0 (0 = load in the main process), got {workers!r}"
             )
-        step_rng(seed=seed, step=start)  # validates seed and start before any worker starts
+        step_rng(seed=seed, step=start, rank=rank)  # validates seed, start and rank before any worker starts
         self.pin_memory = pin_memory
         self._iterator: Iterator[Batch]
         self._loader: DataLoader | None = None
         if workers == 0:
-            self._iterator = (batch_for_step(batcher, seed=seed, step=s) for s in itertools.count(start))
+            self._iterator = (
+                batch_for_step(batcher, seed=seed, step=s, rank=rank) for s in itertools.count(start)
+            )
             return
         self._loader = DataLoader(
-            _StepBatches(batcher, seed=seed),
+            _StepBatches(batcher, seed=seed, rank=rank),
             batch_size=None,  # each item already is a batch
             sampler=_Steps(start),
             num_workers=workers,
@@ -109,12 +121,13 @@ class BatchStream:
 class _StepBatches(Dataset):
     """Map-style dataset: item ``s`` is the batch of step ``s``."""
 
-    def __init__(self, batcher: PatchBatcher, *, seed: int) -> None:
+    def __init__(self, batcher: PatchBatcher, *, seed: int, rank: int = 0) -> None:
         self.batcher = batcher
         self.seed = seed
+        self.rank = rank
 
     def __getitem__(self, step: int) -> Batch:
-        return batch_for_step(self.batcher, seed=self.seed, step=step)
+        return batch_for_step(self.batcher, seed=self.seed, step=step, rank=self.rank)
 
 
 class _Steps(Sampler[int]):
