@@ -257,3 +257,26 @@ def test_cli_refuses_a_missing_run_and_a_bad_port(tmp_path: Path, capsys: pytest
     assert "no such file" in capsys.readouterr().err.lower()
     assert main(["serve", str(tmp_path / "missing"), "--port", "70000"]) == 2
     assert "--port must be in 0..65535" in capsys.readouterr().err
+
+
+def test_cli_serves_until_interrupted(run_2d: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unetkit.cli", "serve", str(run_2d), "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith(f"serving {run_2d} on http://127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        status, _, body = Client(port).request("POST", "/predict?format=json", png_bytes(isbi_crop()))
+        assert status == 200 and json.loads(body)["shape"] == [150, 170]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped" in err
