@@ -3,10 +3,13 @@ processes' batches, and only rank 0 writes the run."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +73,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _env() -> dict[str, str]:
+    # Gloo on the loopback interface: a host name that does not resolve must not fail the test.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
 def _train_list(datasets: Path, tmp_path: Path) -> Path:
     root = datasets / "isbi2012_em_membrane"
     path = tmp_path / "train.csv"
@@ -97,10 +108,7 @@ def test_two_processes_equal_one_process_on_both_batches_and_rank_zero_writes_th
 ) -> None:
     data = _train_list(datasets, tmp_path)
     run = tmp_path / "ddp"
-    # Gloo on the loopback interface: a host name that does not resolve must not fail the test.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    env = _env()
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
                f"--master_port={_free_port()}", "-m", "unetkit.cli", "train", str(data), "--out", str(run), *TINY]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -125,3 +133,53 @@ def test_two_processes_equal_one_process_on_both_batches_and_rank_zero_writes_th
     loop.train(Plan.load(run / "plan.yaml"), alone)
     c = load_file(str(alone / "last" / "model.safetensors"))
     assert max(float((a[k] - c[k]).abs().max()) for k in a if a[k].is_floating_point()) > 1e-3
+
+
+def _step(run: Path) -> int:
+    try:
+        return int(json.loads((run / "state.json").read_text())["scalars"]["step"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_weights(datasets: Path, tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    data = _train_list(datasets, tmp_path)
+    # Batch norm and the data's augmentation this time: what a real run has.
+    options = [
+        "--value-map", "0:1,255:0", "--encoder", "plain", "--set", "model.kwargs.width=4",
+        "--set", "train.patch_size=[64,64]", "--set", "train.batch_size=2", "--set", "train.time_budget_s=null",
+        "--set", "train.steps=30", "--set", "train.val_every=5", "--set", "train.align=false",
+    ]  # fmt: skip
+
+    def torchrun(*args: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                   f"--master_port={_free_port()}", "-m", "unetkit.cli", "train", str(data), *args]
+        return subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    first = torchrun("--out", str(straight), *options)
+    assert first.communicate(timeout=600) and first.returncode == 0
+    proc = torchrun("--out", str(killed), *options)
+    deadline = time.monotonic() + 300
+    while _step(killed) < 10 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # torchrun starts its workers in sessions of their own: kill the agent and every process below it.
+    agent = psutil.Process(proc.pid)
+    tree = [*agent.children(recursive=True), agent]
+    for p in tree:
+        p.send_signal(signal.SIGKILL)
+    proc.communicate()
+    psutil.wait_procs(tree, timeout=30)
+    stopped_at = _step(killed)
+    assert 10 <= stopped_at < 30, f"the run was not killed midway (state at step {stopped_at})"
+    resumed = torchrun("--out", str(killed), "--resume")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert _step(killed) == 30
+    a = load_file(str(straight / "last" / "model.safetensors"))
+    b = load_file(str(killed / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
