@@ -55,6 +55,12 @@ from unetkit.losses.modules import (
     TverskyLoss,
     _OverlapLoss,
 )
+from unetkit.losses.skeleton import (
+    DiceCESkeleton,
+    SkeletonRecallLoss,
+    morphological_skeleton,
+    skeleton_recall_loss,
+)
 
 __all__ = [
     "DEFAULT_SMOOTH",
@@ -64,10 +70,12 @@ __all__ = [
     "CombinedLoss",
     "DeepSupervisionLoss",
     "DiceCE",
+    "DiceCESkeleton",
     "DiceFocal",
     "DiceLoss",
     "FocalLoss",
     "FocalTverskyLoss",
+    "SkeletonRecallLoss",
     "TverskyLoss",
     "build_loss",
     "ce_loss",
@@ -76,7 +84,9 @@ __all__ = [
     "focal_loss",
     "focal_tversky_loss",
     "loss_options",
+    "morphological_skeleton",
     "resize_target",
+    "skeleton_recall_loss",
     "tversky_index",
     "tversky_loss",
 ]
@@ -90,6 +100,8 @@ _LOSSES: dict[str, type[nn.Module]] = {
     "tversky": TverskyLoss,
     "focal_tversky": FocalTverskyLoss,
     "dice_focal": DiceFocal,
+    "skeleton_recall": SkeletonRecallLoss,
+    "dice_ce_skeleton": DiceCESkeleton,
 }
 LOSS_NAMES = tuple(_LOSSES)
 _OVERLAP_OPTIONS = ("batch_dice", "include_background", "smooth")
@@ -121,7 +133,8 @@ def build_loss(
     **kwargs: Any,
 ) -> nn.Module:
     """Build a loss by name: ``dice_ce`` (default), ``dice``, ``ce``, ``focal``, ``tversky``,
-    ``focal_tversky``, ``dice_focal``.
+    ``focal_tversky``, ``dice_focal``, ``skeleton_recall``, ``dice_ce_skeleton`` (thin structures, see
+    :mod:`unetkit.losses.skeleton`).
 
     Args:
         name: one of :data:`LOSS_NAMES`.
