@@ -3,7 +3,6 @@ processes' batches, and only rank 0 writes the run."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _run_state import saved_step
 from safetensors.torch import load_file
 
 from unetkit.config import Plan
@@ -135,13 +135,6 @@ def test_two_processes_equal_one_process_on_both_batches_and_rank_zero_writes_th
     assert max(float((a[k] - c[k]).abs().max()) for k in a if a[k].is_floating_point()) > 1e-3
 
 
-def _step(run: Path) -> int:
-    try:
-        return int(json.loads((run / "state.json").read_text())["scalars"]["step"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
-
-
 def test_a_killed_two_process_run_resumes_to_the_same_weights(datasets: Path, tmp_path: Path) -> None:
     psutil = pytest.importorskip("psutil")
     data = _train_list(datasets, tmp_path)
@@ -163,7 +156,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(datasets: Path, tm
     assert first.communicate(timeout=600) and first.returncode == 0
     proc = torchrun("--out", str(killed), *options)
     deadline = time.monotonic() + 300
-    while _step(killed) < 10 and proc.poll() is None and time.monotonic() < deadline:
+    while saved_step(killed) < 10 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     # torchrun starts its workers in sessions of their own: kill the agent and every process below it.
     agent = psutil.Process(proc.pid)
@@ -172,12 +165,12 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(datasets: Path, tm
         p.send_signal(signal.SIGKILL)
     proc.communicate()
     psutil.wait_procs(tree, timeout=30)
-    stopped_at = _step(killed)
+    stopped_at = saved_step(killed)
     assert 10 <= stopped_at < 30, f"the run was not killed midway (state at step {stopped_at})"
     resumed = torchrun("--out", str(killed), "--resume")
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
-    assert _step(killed) == 30
+    assert saved_step(killed) == 30
     a = load_file(str(straight / "last" / "model.safetensors"))
     b = load_file(str(killed / "last" / "model.safetensors"))
     assert a.keys() == b.keys()

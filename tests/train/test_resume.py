@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _run_state import saved_step
 from safetensors.torch import load_file
 
 from unetkit.cli import main
@@ -38,13 +38,6 @@ def _train_list(datasets: Path, tmp_path: Path) -> Path:
     return path
 
 
-def _step(run: Path) -> int:
-    try:
-        return int(json.loads((run / "state.json").read_text())["scalars"]["step"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
-
-
 def test_killed_and_resumed_run_matches_uninterrupted(datasets: Path, tmp_path: Path) -> None:
     data = _train_list(datasets, tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -56,15 +49,15 @@ def test_killed_and_resumed_run_matches_uninterrupted(datasets: Path, tmp_path: 
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
-    while _step(killed) < 5 and proc.poll() is None and time.monotonic() < deadline:
+    while saved_step(killed) < 5 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    stopped_at = _step(killed)
+    stopped_at = saved_step(killed)
     assert 5 <= stopped_at < 40, f"the run was not killed midway (state at step {stopped_at})"
 
     assert main(["train", str(data), "--out", str(killed), "--resume"]) == 0
-    assert _step(killed) == 40
+    assert saved_step(killed) == 40
     a = load_file(str(straight / "last" / "model.safetensors"))
     b = load_file(str(killed / "last" / "model.safetensors"))
     assert a.keys() == b.keys()
