@@ -88,3 +88,29 @@ def test_run_with_workers_stopped_and_resumed_matches_serial_run(datasets: Path,
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+class _AbortsAtWorkerExit(PatchBatcher):
+    """A batcher whose copy in a worker process aborts (SIGABRT) when that worker exits."""
+
+    def __setstate__(self, state: dict) -> None:
+        import multiprocessing.util
+        import os
+
+        self.__dict__.update(state)
+        multiprocessing.util.Finalize(None, os.abort, exitpriority=100)  # runs as the worker process exits
+
+
+def test_a_worker_dying_as_it_exits_does_not_fail_close() -> None:
+    plain = _batcher()
+    batcher = _AbortsAtWorkerExit.__new__(_AbortsAtWorkerExit)
+    batcher.__dict__.update(plain.__dict__)
+    stream = BatchStream(batcher, seed=3, start=0, workers=2)
+    got = [next(stream) for _ in range(3)]
+    stream.close()  # both workers abort while exiting: no error, and no worker left behind
+    import multiprocessing
+
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+    for step, (x, y) in enumerate(got):
+        ex, ey = batch_for_step(plain, seed=3, step=step)
+        assert torch.equal(x, ex) and torch.equal(y, ey)

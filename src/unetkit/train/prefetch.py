@@ -113,7 +113,14 @@ class BatchStream:
         """Stop the worker processes (also done when the stream is garbage-collected)."""
         shutdown = getattr(self._iterator, "_shutdown_workers", None)
         if shutdown is not None:
-            shutdown()
+            try:
+                shutdown()
+            except RuntimeError as err:
+                # A worker that dies while exiting (seen once in ~30 test runs: "terminate called without an active
+                # exception", SIGABRT from native code torn down at exit) has delivered every batch asked of it; its
+                # exit status no longer matters, and torch's shutdown still terminates and reaps the others.
+                if "DataLoader worker" not in str(err):
+                    raise
         self._iterator = iter(())
         self._loader = None
 
