@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _run_state import saved_step
+from _run_state import assert_same_last_weights, saved_step
 from safetensors.torch import load_file
 
 from unetkit.config import Plan
@@ -171,8 +171,4 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(datasets: Path, tm
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert saved_step(killed) == 30
-    a = load_file(str(straight / "last" / "model.safetensors"))
-    b = load_file(str(killed / "last" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_last_weights(straight, killed)

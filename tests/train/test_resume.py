@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from _run_state import saved_step
-from safetensors.torch import load_file
+from _run_state import assert_same_last_weights, saved_step
 
 from unetkit.cli import main
 
@@ -58,11 +56,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(datasets: Path, tmp_path: 
 
     assert main(["train", str(data), "--out", str(killed), "--resume"]) == 0
     assert saved_step(killed) == 40
-    a = load_file(str(straight / "last" / "model.safetensors"))
-    b = load_file(str(killed / "last" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_last_weights(straight, killed)
 
 
 def test_resume_without_state_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
