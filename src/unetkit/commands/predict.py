@@ -12,11 +12,8 @@ window by window (:mod:`unetkit.infer.raster`): memory is bounded, no overlay, n
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from unetkit.data._common import full_suffix
 
@@ -52,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unetkit.infer.ensemble import load_predictor, resolve_runs
+    from unetkit.infer.files import claim_outputs, expand_inputs, output_paths, predict_file
     from unetkit.infer.predictor import Predictor
 
     overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size}.items()
@@ -78,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             targets = output_paths(path, out, prob=args.prob, uncertainty=args.uncertainty,
                                    overlay=not args.no_overlay)
-            _claim(path, targets, claimed)
+            claim_outputs(path, targets, claimed)
             written = predict_file(predictor, path, targets, windowed=_windowed(path, predictor, args))
             print(f"{path} -> {', '.join(p.name for p in written)}", flush=True)
         except (ValueError, OSError, RuntimeError) as err:
@@ -103,61 +101,6 @@ def _check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
         raise ValueError(f"{onnx} was exported from other weights than {checkpoint} (see {report.name})")
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their image files, sorted) and globs -> a list of files; nothing found is an error."""
-    from unetkit.data.io import SUPPORTED_SUFFIXES
-
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and full_suffix(p) in SUPPORTED_SUFFIXES)
-        elif path.exists():
-            files.append(path)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(item))
-            if not matches:
-                raise FileNotFoundError(f"{item}: no such file, folder or matching glob")
-            files += matches
-    if not files:
-        raise FileNotFoundError(f"no images found in {', '.join(inputs)}")
-    return files
-
-
-def output_paths(path: Path, out: Path, *, prob: bool, uncertainty: bool, overlay: bool) -> dict[str, Path]:
-    """The files written for input ``path`` (keys ``mask``, and ``prob`` / ``uncertainty`` / ``overlay`` if asked).
-
-    Raises:
-        ValueError: a file type ``unetkit`` cannot read (before any work is done).
-    """
-    from unetkit.data.io import SUPPORTED_SUFFIXES
-
-    suffix = full_suffix(path)
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise ValueError(f"unsupported image type {suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
-    stem = path.name[: -len(suffix)]
-    keeps_format = suffix in (".tif", ".tiff") + NIFTI
-    extra = ".nii.gz" if suffix in NIFTI else ".tif"
-    targets = {"mask": out / (stem + (suffix if keeps_format else ".png"))}
-    if prob:
-        targets["prob"] = out / f"{stem}_prob{extra}"
-    if uncertainty:
-        targets["uncertainty"] = out / f"{stem}_uncertainty{extra}"
-    if overlay:
-        targets["overlay"] = out / f"{stem}_overlay.png"
-    return targets
-
-
-def _claim(path: Path, targets: dict[str, Path], claimed: set[Path]) -> None:
-    """Refuse outputs that would overwrite an input or another input's outputs of this run."""
-    for target in targets.values():
-        resolved = target.resolve()
-        if resolved in claimed:
-            raise ValueError(f"output {target} would overwrite an input or another input's output; "
-                             "use another --out folder or rename the input")
-    claimed.update(t.resolve() for t in targets.values())
-
-
 def _windowed(path: Path, predictor, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
     from unetkit.infer.raster import is_large_raster
 
@@ -166,46 +109,3 @@ def _windowed(path: Path, predictor, args: argparse.Namespace) -> bool:  # type:
     return is_large_raster(path, threshold_pixels=0 if args.windowed else args.window_threshold)
 
 
-def predict_file(predictor, path: Path, targets: dict[str, Path], *, windowed: bool = False) -> list[Path]:  # type: ignore[no-untyped-def]
-    """Predict one file and write ``targets`` (see :func:`output_paths`) atomically; returns the paths written."""
-    if windowed:
-        from unetkit.infer.raster import predict_raster
-
-        if predictor.infer.min_size > 0:
-            print(f"unetkit predict: {path}: note: --min-size is not applied to windowed rasters", file=sys.stderr)
-        return predict_raster(predictor, path, mask_path=targets["mask"], prob_path=targets.get("prob"),
-                              uncertainty_path=targets.get("uncertainty")).written
-    from unetkit.data.io import read_image, write_image
-
-    image = read_image(path)
-    result = predictor(image.array.astype(np.float32))
-    meta = _geometry(image.meta)
-    labels = result.labels.astype(np.uint8 if result.labels.max(initial=0) < 256 else np.uint16)
-    written = [targets["mask"]]
-    write_image(written[-1], labels[None], meta=meta if full_suffix(path) in (".tif", ".tiff") + NIFTI else None)
-    if "prob" in targets:
-        written.append(targets["prob"])
-        write_image(written[-1], result.probabilities.astype(np.float32), meta=meta)
-    if "uncertainty" in targets and result.uncertainty is not None:
-        written.append(targets["uncertainty"])
-        write_image(written[-1], result.uncertainty[None].astype(np.float32), meta=meta)
-    if "overlay" in targets and labels.ndim == 2:
-        from unetkit.infer.overlay import make_overlay
-
-        written.append(targets["overlay"])
-        rgb = np.moveaxis(image.array[:3], 0, -1) if image.array.shape[0] >= 3 else image.array[0]
-        write_image(written[-1], np.moveaxis(make_overlay(rgb, result.labels), -1, 0))
-    return written
-
-
-def _geometry(meta: dict) -> dict | None:  # type: ignore[type-arg]
-    """Where the outputs sit: the source's CRS + transform (GeoTIFF) or affine + header (NIfTI), else None.
-
-    The source's ``nodata`` is dropped: it describes the image's pixel values, and in a label raster it
-    would mark class ``nodata`` (often 0, the background) as missing.
-    """
-    if meta.get("format") == "nifti":
-        return meta
-    if meta.get("crs") is not None or meta.get("transform") is not None:
-        return {"crs": meta.get("crs"), "transform": meta.get("transform")}
-    return None

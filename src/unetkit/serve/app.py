@@ -150,7 +150,7 @@ class SegmentationService:
             )
 
     def _predict_file(self, source: Path, out: Path, *, overlay: bool) -> dict[str, Path]:
-        from unetkit.commands.predict import output_paths, predict_file
+        from unetkit.infer.files import output_paths, predict_file
 
         targets = output_paths(source, out, prob=False, uncertainty=False, overlay=overlay)
         try:
