@@ -292,7 +292,7 @@ def meta(args: argparse.Namespace) -> dict:
     import torch
 
     import unetkit
-    from unetkit.train.precision import cpu_supports_bf16
+    from unetkit.precision import cpu_supports_bf16
 
     cpu = next(
         (

@@ -119,7 +119,8 @@ def network_contenders(model, onnx_path: Path, batches: list) -> dict[str, Calla
     from unetkit.infer.fastpath import prepare_for_inference
     from unetkit.infer.onnx_backend import OnnxTileRunner
 
-    fast, _, layout = prepare_for_inference(model, spatial_dims=2, fast=True, device=torch.device("cpu"))
+    fast, choice = prepare_for_inference(model, spatial_dims=2, fast=True, device=torch.device("cpu"), precision="fp32")
+    layout = choice.layout
     torch.manual_seed(0)
     reference = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=2).eval()
     runner = OnnxTileRunner(onnx_path)
@@ -190,7 +191,7 @@ def main() -> None:
     parser.add_argument("--tta-rounds", type=int, default=3)
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 16])
     args = parser.parse_args()
-    from unetkit.train.precision import cpu_supports_bf16
+    from unetkit.precision import cpu_supports_bf16
 
     started = time.perf_counter()
     raw = images(max(args.rounds, args.tta_rounds))

@@ -17,3 +17,39 @@ def datasets() -> Path:
     if not DATASETS.is_dir():
         pytest.skip(f"real datasets not found at {DATASETS}")
     return DATASETS
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--native-bf16",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="make unetkit believe this CPU has native bf16 kernels (yes) or not (no), so either kind of machine "
+        "runs the other kind's branch of every precision-dependent test in this process (default auto: the "
+        "real answer). Subprocesses (CLI and torchrun tests) still see the real CPU; they pin their precision.",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from unetkit.precision import cpu_flags, cpu_supports_bf16
+
+    forced = config.getoption("--native-bf16")
+    real = "yes" if cpu_supports_bf16() else "no"
+    flags = " ".join(f for f, on in cpu_flags().items() if on) or "none of the tracked flags"
+    state = f"forced {forced} (real: {real})" if forced != "auto" else real
+    return f"unetkit: native bf16 {state}; CPU flags: {flags}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _native_bf16_switch(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Apply ``--native-bf16``: every precision decision asks ``unetkit.precision.cpu_supports_bf16``."""
+    forced = request.config.getoption("--native-bf16")
+    if forced == "auto":
+        yield
+        return
+    import unetkit.precision as precision
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(precision, "cpu_supports_bf16", lambda: forced == "yes")
+    yield
+    patch.undo()

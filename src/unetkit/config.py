@@ -75,6 +75,9 @@ class InferConfig:
     batch_size: int = 4
     threshold: float = 0.5
     min_size: int = 0
+    # auto | fp32 | bf16 (| fp16 on CUDA) for the torch fast path: auto = bf16 only where it is native
+    # (unetkit.precision.choose_precision); fp32 for exact comparisons.
+    precision: str = "auto"
     # Pixels to move the probabilities by, per spatial axis ([] = none); set by training's alignment step.
     shift: list[float] = field(default_factory=list)
 

@@ -55,7 +55,8 @@ def test_isbi_png_single_tile_equals_softmax_of_the_network_on_the_zscored_image
 def test_isbi_png_fast_path_matches_plain_path(tmp_path: Path) -> None:
     image = read_image(need(ISBI_PNG)).array
     run = make_run(tmp_path / "run", tile=128, overlap=0.25)
-    plain, fast = Predictor.from_run(run, fast=False), Predictor.from_run(run, fast=True)
+    # fp32 pinned: this is an exactness test of folding + layout; bf16 has its own test below.
+    plain, fast = Predictor.from_run(run, fast=False), Predictor.from_run(run, fast=True, precision="fp32")
     # The batch norms carry real statistics, and the fast path really folded them away.
     norms = batch_norms(plain.model)
     assert norms and all(not torch.allclose(bn.running_var, torch.ones_like(bn.running_var)) for bn in norms)
@@ -71,7 +72,7 @@ def test_drive_tiff_rgb_odd_size_fast_equals_plain(tmp_path: Path) -> None:
     image = read_image(need(DRIVE_TIF)).array  # (3, 584, 565): not a multiple of the tile or the stride
     run = make_run(tmp_path / "run", in_channels=3, tile=128, overlap=0.25, seed=1)
     a = Predictor.from_run(run, fast=False)(image)
-    b = Predictor.from_run(run)(image)
+    b = Predictor.from_run(run, precision="fp32")(image)
     assert a.labels.shape == b.labels.shape == (584, 565)
     assert a.probabilities.shape == (2, 584, 565)
     assert np.abs(a.probabilities - b.probabilities).max() < 1e-4
@@ -133,7 +134,7 @@ def test_hippocampus_volume_with_a_3d_plan(tmp_path: Path) -> None:
     volume = read_image(need(HIPPO)).array  # (1, 35, 51, 35)
     run = make_run(tmp_path / "run", spatial_dims=3, tile=[32, 32, 32], overlap=0.25, classes=3, width=4, depth=2)
     a = Predictor.from_run(run, fast=False)(volume)
-    b = Predictor.from_run(run)(volume)
+    b = Predictor.from_run(run, precision="fp32")(volume)
     assert b.labels.shape == volume.shape[1:]
     assert b.probabilities.shape == (3, *volume.shape[1:])
     assert np.abs(a.probabilities - b.probabilities).max() < 1e-4
@@ -150,3 +151,43 @@ def test_wrong_inputs_are_clear_errors(tmp_path: Path) -> None:
         Predictor.from_run(run, tile=64)
     with pytest.raises(ValueError, match="unknown backend"):
         Predictor.from_run(run, backend="tensorrt")
+
+
+def test_bf16_fast_path_stays_within_bf16_rounding_of_fp32_on_a_real_image(tmp_path: Path) -> None:
+    """bf16 autocast runs on every CPU (emulated where it is not native), so this runs everywhere.
+
+    Bounds: bf16 keeps 8 significant bits, so each rounding is off by at most 2^-9 ~ 2e-3 relative; softmax
+    probabilities move by at most a quarter of a logit's error (dp/dz = p(1 - p) <= 1/4). This untrained model's
+    logits are small (its head is centred, most pixels sit near p = 0.5) and carry ~1e-3 absolute error after
+    its ~10 rounded layers, so probabilities may differ by a few 1e-4: the mean is held to 1e-3 and the maximum to
+    1e-2, and a label may flip only where fp32 itself was within 1e-2 of a tie. (Label agreement and Dice of a
+    trained model: tests/train/test_train_e2e.py.)
+    """
+    image = read_image(need(ISBI_PNG)).array
+    run = make_run(tmp_path / "run", tile=256, overlap=0.25, width=8)
+    fp32 = Predictor.from_run(run, precision="fp32")
+    bf16 = Predictor.from_run(run, precision="bf16")
+    assert fp32.amp_dtype is None and bf16.amp_dtype is torch.bfloat16
+    a, b = fp32(image), bf16(image)
+    diff = np.abs(a.probabilities - b.probabilities)
+    assert diff.max() > 1e-5  # bf16 really ran
+    assert diff.mean() < 1e-3 and diff.max() < 1e-2
+    flipped = a.labels != b.labels
+    assert np.all(np.abs(a.probabilities[1] - 0.5)[flipped] < 1e-2)  # only near-ties flip
+
+
+def test_auto_precision_follows_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unetkit.precision as precision
+
+    run = make_run(tmp_path / "run", tile=64)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    native = Predictor.from_run(run)
+    assert native.amp_dtype is torch.bfloat16 and native.precision.layout is torch.channels_last
+    assert "native bf16" in native.precision.describe()
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    emulated = Predictor.from_run(run)
+    assert emulated.amp_dtype is None and emulated.precision.layout is torch.channels_last
+    assert "no native bf16" in emulated.precision.describe()
+    assert Predictor.from_run(run, fast=False).precision.describe().startswith("precision: fp32, contiguous")
+    with pytest.raises(ValueError, match="needs the fast path"):
+        Predictor.from_run(run, fast=False, precision="bf16")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from unetkit.precision import backward_and_step, grad_scaler_for, needs_grad_scaler
 from unetkit.train.checkpoint import STATE_JSON, load_training_state, save_training_state
-from unetkit.train.precision import backward_and_step, grad_scaler_for, needs_grad_scaler
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 

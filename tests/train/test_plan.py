@@ -6,8 +6,8 @@ import pytest
 
 from unetkit.config import Plan, apply_overrides
 from unetkit.data.options import DataConfig
+from unetkit.precision import resolve_precision
 from unetkit.train.plan import make_plan
-from unetkit.train.precision import resolve_precision
 
 
 def _fp(**kw: object) -> dict:  # type: ignore[type-arg]
@@ -148,7 +148,7 @@ def test_encoder_flags_on_the_command_line(datasets, tmp_path) -> None:  # type:
 def test_auto_precision_is_fp16_on_cuda_and_never_emulated_bf16_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import unetkit.train.precision as precision
+    import unetkit.precision as precision
 
     assert resolve_precision("auto", torch.device("cuda")) is torch.float16  # no GPU needed to decide
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)

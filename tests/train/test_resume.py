@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -36,14 +37,21 @@ def _train_list(datasets: Path, tmp_path: Path) -> Path:
     return path
 
 
-def test_killed_and_resumed_run_matches_uninterrupted(datasets: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_killed_and_resumed_run_matches_uninterrupted(datasets: Path, tmp_path: Path, precision: str) -> None:
+    """Pinned precision (the in-process run and the subprocess must compute alike on every CPU); bf16 autocast
+    runs everywhere (emulated where not native) and is deterministic, so it resumes bit-exactly too."""
     data = _train_list(datasets, tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert main(["train", str(data), "--out", str(straight), *TINY]) == 0
+    options = [*TINY, "--precision", precision]
+    assert main(["train", str(data), "--out", str(straight), *options]) == 0
+    losses = [float(row.split(",")[1]) for row in (straight / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 8 and sum(losses[-3:]) / 3 < sum(losses[:2]) / 2, losses  # it learns
+    assert json.loads((straight / "state.json").read_text())["scalars"]["precision"] == precision
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "unetkit.cli", "train", str(data), "--out", str(killed), *TINY],
+        [sys.executable, "-m", "unetkit.cli", "train", str(data), "--out", str(killed), *options],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300

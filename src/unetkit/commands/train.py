@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+                        help="what training computes in (default: the plan's, auto = bf16 autocast where the CPU has "
+                             "native bf16 (AVX-512 BF16 / AMX), fp16 with loss scaling on CUDA, else fp32); "
+                             "the choice and its reason are printed and recorded in RUN/state.json")
     add_data_arguments(parser)
 
 
@@ -75,6 +79,8 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
         return _run_folds(Plan.load(fold_dir(out, 0) / "plan.yaml"), out, args, say=say)
     if args.resume:
         plan = Plan.load(out / "plan.yaml")
+        if args.precision:
+            plan = apply_overrides(plan, [f"train.precision={args.precision}"])
     else:
         plan = build_plan(args)
         say(
@@ -161,6 +167,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         # The planner's learning rates depend on whether the encoder starts pretrained; `--set` still wins.
         settings = optimiser_settings(pretrained=bool(args.encoder_weights) or "encoder_weights" in plan.model.kwargs)
         plan.train = dataclasses.replace(plan.train, **settings)
+    if args.precision:
+        overrides.append(f"train.precision={args.precision}")
     if args.time_budget and args.plan:
         overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
     return apply_overrides(plan, overrides)

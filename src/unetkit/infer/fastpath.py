@@ -11,7 +11,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from unetkit.train.precision import cpu_supports_bf16, memory_format
+from unetkit.precision import PrecisionChoice, choose_precision
 
 _CONVS = (nn.Conv2d, nn.Conv3d)
 _BNS = (nn.BatchNorm2d, nn.BatchNorm3d)
@@ -52,19 +52,23 @@ def _fused(conv: nn.Module, bn: nn.Module) -> nn.Module:
 
 
 def prepare_for_inference(
-    model: nn.Module, *, spatial_dims: int, fast: bool, device: torch.device
-) -> tuple[nn.Module, torch.dtype | None, torch.memory_format | None]:
-    """Return ``(model, autocast dtype or None, memory format or None)`` for the chosen path.
+    model: nn.Module, *, spatial_dims: int, fast: bool, device: torch.device, precision: str = "auto"
+) -> tuple[nn.Module, PrecisionChoice]:
+    """Return ``(model, precision choice)`` for the chosen path.
 
-    ``fast=False`` is plain eager fp32. ``fast=True`` folds BN and uses channels_last, plus bf16 autocast
-    where the hardware has native bf16 (CUDA, or CPUs with AVX-512 BF16 / AMX; elsewhere bf16 is emulated
-    and slower than fp32, so it is not used).
+    ``fast=False`` is plain eager fp32 (``precision`` must then be ``auto`` or ``fp32``). ``fast=True`` folds BN
+    and uses channels_last, plus the autocast dtype :func:`unetkit.precision.choose_precision` picks for
+    ``precision``: with ``auto``, bf16 where the hardware has native bf16 (CUDA, or CPUs with AVX-512 BF16 /
+    AMX; elsewhere bf16 is emulated and slower than fp32, so it is not used).
+
+    Raises:
+        ValueError: an unknown precision, or one other than fp32 without the fast path.
     """
     model = model.to(device).eval()
     if not fast:
-        return model, None, None
-    model = fold_batchnorm(model)
-    layout = memory_format(spatial_dims)
-    model = model.to(memory_format=layout)
-    native_bf16 = device.type == "cuda" or cpu_supports_bf16()
-    return model, (torch.bfloat16 if native_bf16 else None), layout
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"precision {precision!r} needs the fast path; drop --no-fast or use fp32")
+        return model, PrecisionChoice(requested=precision, dtype=None, layout=None, reason="plain eager path")
+    choice = choose_precision(precision, device, spatial_dims=spatial_dims, inference=True)
+    model = fold_batchnorm(model).to(memory_format=choice.layout)
+    return model, choice

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unetkit.train.precision import autocast
+from unetkit.precision import autocast
 
 
 @torch.inference_mode()

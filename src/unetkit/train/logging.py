@@ -104,6 +104,13 @@ class Progress:
         else:
             print(line, file=self.stream, flush=True)
 
+    def note(self, line: str) -> None:
+        """Print one line (above the bar on a terminal)."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -23,6 +23,7 @@ import torch
 
 from unetkit.config import Plan
 from unetkit.models.base import save_pretrained
+from unetkit.precision import autocast, backward_and_step, choose_precision, grad_scaler_for
 from unetkit.registry import create_model
 from unetkit.train import distributed
 from unetkit.train.align import align_predictions
@@ -32,13 +33,6 @@ from unetkit.train.checkpoint import load_training_state, save_training_state
 from unetkit.train.evaluation import foreground_dice, predict_labels
 from unetkit.train.logging import MetricsLog, Progress, TensorBoardLog
 from unetkit.train.overlays import write_validation_overlays
-from unetkit.train.precision import (
-    autocast,
-    backward_and_step,
-    grad_scaler_for,
-    memory_format,
-    resolve_precision,
-)
 from unetkit.train.prefetch import BatchStream
 from unetkit.train.schedule import ema_decay_at, lr_at
 from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
@@ -54,6 +48,7 @@ class TrainResult:
     seconds: float
     # (shift, validation score without it, with it) from the alignment step, or None (see train/align.py)
     alignment: tuple[list[float], float, float] | None = None
+    precision: str = "fp32"  # what the steps computed in (unetkit.precision.PrecisionChoice.name)
 
 
 def train(
@@ -92,8 +87,8 @@ def train(
 
     # 2. Model, optimiser, loss, precision.
     model = create_model(plan.model.name, **plan.model.kwargs).to(dev)
-    amp_dtype = resolve_precision(cfg.precision, dev)
-    layout = memory_format(plan.data.spatial_dims) if amp_dtype is not None else None
+    precision = choose_precision(cfg.precision, dev, spatial_dims=plan.data.spatial_dims, inference=False)
+    amp_dtype, layout = precision.dtype, precision.layout
     if layout is not None:
         model = model.to(memory_format=layout)
     ema = copy.deepcopy(model).eval() if cfg.ema else None
@@ -120,6 +115,11 @@ def train(
     # TensorBoard scalars when the package is installed (else a no-op); on resume, later events are dropped.
     tb = TensorBoardLog(run_dir / "tb", purge_step=state["step"] + 1 if resume else None) if main else _Silent()
     progress = Progress(total=state["total_steps"] or None, start=state["step"]) if main else _Silent()
+    progress.note(precision.describe())
+    if state.setdefault("precision", precision.name) != precision.name:
+        progress.note(f"note: this run trained in {state['precision']} before; it continues in {precision.name}, "
+                      "so it will not match an uninterrupted run bit for bit")
+        state["precision"] = precision.name
     started = time.perf_counter() - state["elapsed"]
     pin = dev.type == "cuda"
     batches = BatchStream(
@@ -219,7 +219,8 @@ def train(
     progress.close()
     tb.close()
     if not main:
-        return TrainResult(run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"])
+        return TrainResult(run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"],
+                           precision=precision.name)
     log.plot(run_dir / "curve.png")
 
     # 5. Move predictions by the sub-pixel shift that best fits the validation labels, if one wins clearly.
@@ -227,7 +228,7 @@ def train(
     write_validation_overlays(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
     return TrainResult(
         run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"],
-        alignment=alignment,
+        alignment=alignment, precision=precision.name,
     )
 
 
