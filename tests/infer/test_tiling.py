@@ -12,7 +12,9 @@ import torch.nn as nn
 from unetkit.infer.tiling import (
     axis_starts,
     constant_weights,
+    fits_one_tile,
     gaussian_weights,
+    pad_to_tile,
     padded_shape,
     predict_raster_windows,
     sliding_window_predict,
@@ -165,6 +167,24 @@ def test_small_image_is_padded_at_the_end(pad_mode: str, np_mode: str) -> None:
     out = sliding_window_predict(record, torch.from_numpy(image), tile_size=(8, 8), pad_mode=pad_mode)
     np.testing.assert_array_equal(seen[0], np.pad(image[0], ((0, 3), (0, 1)), mode=np_mode))
     np.testing.assert_allclose(out[0].numpy(), image[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "replicate"])
+def test_pad_to_tile_is_the_one_tile_sliding_window_sends(pad_mode: str) -> None:
+    image = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 5, 8)).astype(np.float32))
+    seen = []
+
+    def record(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return x
+
+    sliding_window_predict(record, image, tile_size=(8, 8), pad_mode=pad_mode)
+    assert len(seen) == 1 and seen[0].shape == (1, 2, 8, 8)
+    assert torch.equal(pad_to_tile(image, (8, 8), pad_mode=pad_mode), seen[0][0])
+    assert fits_one_tile((5, 8), 8) and fits_one_tile((8, 8, 3), (8, 8, 4))
+    assert not fits_one_tile((5, 9), (8, 8)) and not fits_one_tile((9, 8, 3), 8)
+    with pytest.raises(ValueError, match=r"image \(5, 9\) is larger than one tile \(8, 8\)"):
+        pad_to_tile(torch.zeros(1, 5, 9), 8)
 
 
 def test_dtype_device_and_out_channel_checks() -> None:

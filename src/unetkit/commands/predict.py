@@ -7,17 +7,26 @@ float32 ``.tif`` (``.nii.gz`` for NIfTI inputs, with the input's affine); ``<ste
 images. Every file is written to a temporary name and renamed into place once complete.
 Single-page TIFFs larger than ``--window-threshold`` pixels (or any with ``--windowed``) are predicted
 window by window (:mod:`unetkit.infer.raster`): memory is bounded, no overlay, no ``--min-size``.
+
+Files are decoded ahead and written behind in threads while the network runs (:mod:`unetkit.infer.pipeline`;
+same outputs, same lines in input order; ``--sequential`` does one file after the other). Under
+``torchrun --nproc_per_node=N -m unetkit.cli predict ...`` process ``r`` predicts inputs ``r, r + N, ...`` of
+the list, so each output is written once; every process prints its own lines and rank 0 the total.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 from unetkit.data._common import full_suffix
 
 NIFTI = (".nii", ".nii.gz")
+# Under torchrun each process waits at the end for the slowest one; the shares interleave the inputs, so they
+# finish close together, but one huge raster can take hours.
+FINISH_TIMEOUT_S = 24 * 3600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,51 +48,108 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.tif (needs --tta)")
     parser.add_argument("--no-overlay", action="store_true", help="skip <stem>_overlay.png")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+                        help="what the fast path computes in (default: the plan's infer.precision, auto = bf16 "
+                             "autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX), else fp32); "
+                             "the choice and its reason are printed")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="run this graph (from `unetkit export` of the same run) in ONNX Runtime")
     parser.add_argument("--windowed", action="store_true", help="predict every TIFF window by window")
     parser.add_argument("--window-threshold", type=int, default=DEFAULT_WINDOWED_PIXELS, metavar="PIXELS",
                         help=f"TIFFs with more pixels are predicted window by window (default {DEFAULT_WINDOWED_PIXELS})")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device (under torchrun a bare `cuda` becomes "
+                                                        "cuda:LOCAL_RANK)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch intra-op threads (default: torch's own choice; under torchrun the available "
+                             "cores divided by the number of processes)")
+    parser.add_argument("--io-threads", type=int, default=2, metavar="N",
+                        help="threads that decode inputs ahead, and as many that write outputs behind (default 2)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="read, predict and write one file after the other (no reader / writer threads)")
+    parser.add_argument("--batch-images", action="store_true",
+                        help="send consecutive same-shape images that each fit in one tile through the network "
+                             "together (up to infer.batch_size); probabilities may differ from one at a time in "
+                             "the last float bits")
 
 
 def run(args: argparse.Namespace) -> int:
+    from unetkit import ranks
+    from unetkit.infer.files import expand_inputs
+    from unetkit.infer.pipeline import PipelineOptions, plan_jobs, predict_files, predict_sequential
+
+    for flag, value in (("--threads", args.threads), ("--io-threads", args.io_threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    ctx = ranks.context_from_env()
+    threads = args.threads or (ranks.threads_per_process(ctx) if ctx.enabled else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with ranks.cpu_group(ctx, timeout_s=FINISH_TIMEOUT_S):
+        predictor = _load_predictor(args, device=ranks.device_for(ctx, args.device))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        files = expand_inputs(args.inputs)
+        # Every process plans every input (same outputs, same refusals), then predicts its own share.
+        jobs = ranks.shard(plan_jobs(files, out, prob=args.prob, uncertainty=args.uncertainty,
+                                     overlay=not args.no_overlay), ctx)
+        windowed = functools.partial(_windowed, predictor=predictor, args=args)
+        if args.sequential:
+            outcomes = predict_sequential(predictor, jobs, windowed=windowed)
+        else:
+            options = PipelineOptions(readers=args.io_threads, writers=args.io_threads, batch_images=args.batch_images)
+            outcomes = predict_files(predictor, jobs, windowed=windowed, options=options)
+        failures = _print_outcomes(outcomes)
+        if not ctx.enabled:
+            print(f"{len(jobs) - failures} of {len(jobs)} input(s) predicted into {out}")
+            return 1 if failures else 0
+        print(f"rank {ctx.rank} of {ctx.world_size}: {len(jobs) - failures} of {len(jobs)} input(s) predicted "
+              f"into {out}", flush=True)
+        # Every process waits for the others before it exits: torchrun stops them all as soon as one exits
+        # with an error, which would cut the others' work (and rank 0's total) short.
+        counts = ranks.all_gather((len(jobs) - failures, len(jobs)))
+        done, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        if ctx.is_main and len(counts) == ctx.world_size:
+            print(f"{done} of {total} input(s) predicted into {out} by {ctx.world_size} processes", flush=True)
+        ranks.barrier()
+    return 1 if done < total else 0
+
+
+def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[no-untyped-def]
     from unetkit.infer.ensemble import load_predictor, resolve_runs
-    from unetkit.infer.files import claim_outputs, expand_inputs, output_paths, predict_file
     from unetkit.infer.predictor import Predictor
 
-    overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size,
+                                   "precision": args.precision}.items() if v is not None}
     runs = resolve_runs(args.run, args.ensemble)
     if args.onnx and len(runs) > 1:
         raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")
     if args.onnx:
         _check_onnx_matches_run(Path(args.onnx), runs[0] / args.checkpoint)
-        predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
+        predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
                                        backend="onnx", onnx_path=args.onnx, **overrides)
     else:
-        predictor = load_predictor(runs, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
+        predictor = load_predictor(runs, checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
                                    **overrides)
     if len(runs) > 1:
         print(f"ensemble of {len(runs)} models: {', '.join(str(r) for r in runs)}", flush=True)
+    print(predictor.precision.describe(), flush=True)
     if args.uncertainty and not predictor.with_uncertainty:
         raise ValueError("--uncertainty needs test-time augmentation: add --tta flips (or d4)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = expand_inputs(args.inputs)
-    failures, claimed = 0, {p.resolve() for p in files}
-    for path in files:
-        try:
-            targets = output_paths(path, out, prob=args.prob, uncertainty=args.uncertainty,
-                                   overlay=not args.no_overlay)
-            claim_outputs(path, targets, claimed)
-            written = predict_file(predictor, path, targets, windowed=_windowed(path, predictor, args))
-            print(f"{path} -> {', '.join(p.name for p in written)}", flush=True)
-        except (ValueError, OSError, RuntimeError) as err:
+    return predictor
+
+
+def _print_outcomes(outcomes) -> int:  # type: ignore[no-untyped-def]
+    """Print one line per input (written files on stdout, errors on stderr); returns the number of failures."""
+    failures = 0
+    for outcome in outcomes:
+        if outcome.error is None:
+            print(f"{outcome.path} -> {', '.join(p.name for p in outcome.written)}", flush=True)
+        else:
             failures += 1
-            print(f"unetkit predict: {path}: {err}", file=sys.stderr, flush=True)
-    print(f"{len(files) - failures} of {len(files)} input(s) predicted into {out}")
-    return 1 if failures else 0
+            print(f"unetkit predict: {outcome.path}: {outcome.error}", file=sys.stderr, flush=True)
+    return failures
 
 
 def _check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
@@ -101,7 +167,7 @@ def _check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
         raise ValueError(f"{onnx} was exported from other weights than {checkpoint} (see {report.name})")
 
 
-def _windowed(path: Path, predictor, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
+def _windowed(path: Path, *, predictor, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
     from unetkit.infer.raster import is_large_raster
 
     if predictor.spatial_dims != 2 or full_suffix(path) not in (".tif", ".tiff"):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from unetkit.config import InferConfig, Plan
-from unetkit.infer.predictor import Prediction, Predictor, blended_probabilities
+from unetkit.infer.predictor import Prediction, Predictor, blended_probabilities, to_prediction
 
 # Data options that change what a model sees or what its outputs mean; the others (where the data lies,
 # how images are grouped for the split) may differ between ensemble members.
@@ -129,6 +129,11 @@ class EnsemblePredictor:
     def with_uncertainty(self) -> bool:
         return self.members[0].with_uncertainty
 
+    @property
+    def precision(self):  # type: ignore[no-untyped-def]
+        """The first member's :class:`~unetkit.precision.PrecisionChoice` (all members are built alike)."""
+        return self.members[0].precision
+
     def tile_fn(self):  # type: ignore[no-untyped-def]
         """Tiles ``(B, C, *tile)`` -> the members' mean output ``(B, K[+1], *tile)`` (see Predictor.tile_fn)."""
         fns = [m.tile_fn() for m in self.members]
@@ -148,13 +153,7 @@ class EnsemblePredictor:
         return blended_probabilities(self.tile_fn(), image, self.plan, self.infer, uncertainty=self.with_uncertainty)
 
     def __call__(self, image: np.ndarray) -> Prediction:
-        from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components
-
-        probs, uncertainty = self.probabilities(image)
-        labels = probabilities_to_labels(probs, threshold=self.infer.threshold)
-        if self.infer.min_size > 0:
-            labels = remove_small_components(labels, min_size=self.infer.min_size)
-        return Prediction(labels=labels, probabilities=probs, uncertainty=uncertainty)
+        return to_prediction(*self.probabilities(image), self.infer)
 
 
 def _mismatch(a: Predictor, b: Predictor) -> str | None:

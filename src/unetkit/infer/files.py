@@ -5,7 +5,8 @@ transform, or the same affine), ``<stem>.png`` otherwise; ``<stem>_prob`` and ``
 float32 ``.tif`` (``.nii.gz`` for NIfTI inputs, with the input's affine); ``<stem>_overlay.png`` for 2D
 images. Every file is written to a temporary name and renamed into place once complete.
 
-Used by ``unetkit predict`` and by the HTTP service.
+Used by ``unetkit predict`` and by the HTTP service; :mod:`unetkit.infer.pipeline` runs the same steps
+(:func:`read_input`, the predictor, :func:`write_outputs`) for many files with reading and writing overlapped.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from __future__ import annotations
 import glob
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from unetkit.data._common import full_suffix
+
+if TYPE_CHECKING:
+    from unetkit.data.io import ImageData
+    from unetkit.infer.predictor import Prediction
 
 NIFTI = (".nii", ".nii.gz")
 
@@ -85,10 +91,22 @@ def predict_file(predictor, path: Path, targets: dict[str, Path], *, windowed: b
             print(f"unetkit predict: {path}: note: --min-size is not applied to windowed rasters", file=sys.stderr)
         return predict_raster(predictor, path, mask_path=targets["mask"], prob_path=targets.get("prob"),
                               uncertainty_path=targets.get("uncertainty")).written
-    from unetkit.data.io import read_image, write_image
+    image, pixels = read_input(path)
+    return write_outputs(path, targets, image, predictor(pixels))
+
+
+def read_input(path: Path) -> tuple[ImageData, np.ndarray]:
+    """The image at ``path`` as read (its pixels feed the overlay) and its pixels as float32 (what is predicted)."""
+    from unetkit.data.io import read_image
 
     image = read_image(path)
-    result = predictor(image.array.astype(np.float32))
+    return image, image.array.astype(np.float32)
+
+
+def write_outputs(path: Path, targets: dict[str, Path], image: ImageData, result: Prediction) -> list[Path]:
+    """Write ``targets`` for the prediction ``result`` of input ``path`` (read as ``image``); returns the paths written."""
+    from unetkit.data.io import write_image
+
     meta = _geometry(image.meta)
     labels = result.labels.astype(np.uint8 if result.labels.max(initial=0) < 256 else np.uint16)
     written = [targets["mask"]]

@@ -22,7 +22,7 @@ from unetkit.config import InferConfig, Plan
 from unetkit.data.normalize import normalize_for
 from unetkit.infer.fastpath import prepare_for_inference
 from unetkit.models.base import load_model
-from unetkit.train.precision import autocast
+from unetkit.precision import PrecisionChoice, autocast
 
 BACKENDS = ("torch", "onnx")
 
@@ -39,6 +39,9 @@ class Prediction:
 class Predictor:
     """Predict any-size images with a trained model and its plan."""
 
+    # What the tiles go through instead of this predictor's own model (see with_network); None: the model.
+    _route: Callable[[torch.Tensor], torch.Tensor] | None = None
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -54,7 +57,8 @@ class Predictor:
             model: the trained network (not modified; the fast path works on a copy).
             plan: the run's plan (normalisation, spatial dims, inference settings).
             device: torch device for the ``torch`` backend.
-            fast: ``torch`` backend: fold batch norm + channels_last (+ bf16 where native); False = plain fp32.
+            fast: ``torch`` backend: fold batch norm + channels_last (+ ``infer.precision``: with ``auto``, bf16
+                where native); False = plain fp32.
             infer: inference settings replacing ``plan.infer``.
             backend: ``torch`` or ``onnx`` (ONNX Runtime on the CPU; see :mod:`unetkit.infer.onnx_backend`).
             onnx_path: ``onnx`` backend: a graph written by ``unetkit export`` for this model; without it the
@@ -73,11 +77,13 @@ class Predictor:
         self._onnx = None
         if backend == "onnx":
             self.model, self.amp_dtype, self.layout = model.eval(), None, None
+            self.precision = PrecisionChoice(requested="fp32", dtype=None, layout=None, reason="ONNX Runtime graph")
             self._onnx = _onnx_runner(model, plan, self.infer, onnx_path)
         else:
-            self.model, self.amp_dtype, self.layout = prepare_for_inference(
-                model, spatial_dims=self.spatial_dims, fast=fast, device=self.device
+            self.model, self.precision = prepare_for_inference(
+                model, spatial_dims=self.spatial_dims, fast=fast, device=self.device, precision=self.infer.precision
             )
+            self.amp_dtype, self.layout = self.precision.dtype, self.precision.layout
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, checkpoint: str = "best", device: str = "cpu", fast: bool = True,
@@ -111,19 +117,13 @@ class Predictor:
         return blended_probabilities(self.tile_fn(), image, self.plan, self.infer, uncertainty=self.with_uncertainty)
 
     def __call__(self, image: np.ndarray) -> Prediction:
-        from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components
-
-        probs, uncertainty = self.probabilities(image)
-        labels = probabilities_to_labels(probs, threshold=self.infer.threshold)
-        if self.infer.min_size > 0:
-            labels = remove_small_components(labels, min_size=self.infer.min_size)
-        return Prediction(labels=labels, probabilities=probs, uncertainty=uncertainty)
+        return to_prediction(*self.probabilities(image), self.infer)
 
     def tile_fn(self):  # type: ignore[no-untyped-def]
         """Tiles ``(B, C, *tile)`` (normalised) -> ``(B, K[+1], *tile)``: probabilities, plus an uncertainty
         channel last when :attr:`with_uncertainty` (TTA variance across views, averaged over classes), moved
         by ``infer.shift`` when the run's alignment step set one."""
-        fn = self._network
+        fn = self._route or self._network
         if self.with_uncertainty:
             from unetkit.infer.tta import make_tta_fn
 
@@ -139,6 +139,20 @@ class Predictor:
         # Each tile is moved before blending; the blend's weights are ~0 at tile edges, where the shift repeats
         # edge values, so only the image's own border sees the repetition.
         return lambda batch: shift_tiles(fn(batch), shift)
+
+    def network(self, batch: torch.Tensor) -> torch.Tensor:
+        """One forward pass: normalised tiles ``(B, C, *tile)`` -> probabilities ``(B, K, *tile)`` (no TTA, no shift)."""
+        return self._network(batch)
+
+    def with_network(self, network: Callable[[torch.Tensor], torch.Tensor]) -> Predictor:
+        """A shallow copy (same model and settings) whose tiles go through ``network`` instead of :meth:`network`,
+        with TTA and the shift still applied around it. The HTTP service passes its micro-batching queue, which
+        runs :meth:`network` in the one thread that owns the model."""
+        import copy
+
+        routed = copy.copy(self)
+        routed._route = network
+        return routed
 
     def _network(self, batch: torch.Tensor) -> torch.Tensor:
         if self._onnx is not None:
@@ -160,6 +174,16 @@ class Predictor:
         channels = int(self.plan.model.kwargs.get("in_channels", image.shape[0]))
         if image.shape[0] != channels:
             raise ValueError(f"the model takes {channels} channel(s); the image has {image.shape[0]}")
+
+
+def to_prediction(probs: np.ndarray, uncertainty: np.ndarray | None, infer: InferConfig) -> Prediction:
+    """Labels from ``probs`` (threshold or argmax, then ``infer.min_size``) with the probabilities and uncertainty."""
+    from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components
+
+    labels = probabilities_to_labels(probs, threshold=infer.threshold)
+    if infer.min_size > 0:
+        labels = remove_small_components(labels, min_size=infer.min_size)
+    return Prediction(labels=labels, probabilities=probs, uncertainty=uncertainty)
 
 
 def blended_probabilities(

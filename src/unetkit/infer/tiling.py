@@ -211,6 +211,25 @@ def _pad_end(image: torch.Tensor, target: Sequence[int], mode: str) -> torch.Ten
     return F.pad(image[None].float() if not image.is_floating_point() else image[None], pads, mode=mode)[0]
 
 
+def fits_one_tile(image_shape: Sequence[int], tile_size: int | Sequence[int]) -> bool:
+    """Whether an image of spatial shape ``image_shape`` is predicted as a single (padded) tile."""
+    tile = _check_tile(tile_size, len(image_shape))
+    return all(int(n) <= t for n, t in zip(image_shape, tile, strict=True))
+
+
+def pad_to_tile(image: torch.Tensor, tile_size: int | Sequence[int], *, pad_mode: str = "constant") -> torch.Tensor:
+    """The one tile :func:`sliding_window_predict` gives ``fn`` for an image ``(C, *spatial)`` no larger than a
+    tile: the image padded at its end up to the tile size. Several such tiles can share one batch.
+
+    Raises:
+        ValueError: an image larger than a tile along some axis.
+    """
+    spatial = tuple(image.shape[1:])
+    if not fits_one_tile(spatial, tile_size):
+        raise ValueError(f"image {spatial} is larger than one tile {tuple(_check_tile(tile_size, len(spatial)))}")
+    return _pad_end(image, padded_shape(spatial, tile_size), pad_mode)
+
+
 @dataclass(frozen=True)
 class _Settings:
     """Everything about a tiled prediction except the image (shared by the whole-image and windowed paths)."""

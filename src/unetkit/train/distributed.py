@@ -17,46 +17,14 @@ Without ``WORLD_SIZE`` (or with 1) nothing here changes a run.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 
+# Reading torchrun's environment lives in unetkit.ranks (prediction shards files with it too); training code
+# keeps importing it from here.
+from unetkit.ranks import DistContext, context_from_env
 
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its machine."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def context_from_env(env: dict[str, str] | None = None) -> DistContext:
-    """The :class:`DistContext` that ``torchrun``'s environment variables describe (single process without them).
-
-    Raises:
-        ValueError: malformed or inconsistent ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``.
-    """
-    env = dict(os.environ if env is None else env)
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank = int(env.get("RANK", "0"))
-        local = int(env.get("LOCAL_RANK", str(rank)))
-    except ValueError as err:
-        raise ValueError(f"malformed torchrun environment (RANK / WORLD_SIZE / LOCAL_RANK): {err}") from err
-    if world < 1 or not 0 <= rank < world or local < 0:
-        raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local}")
-    return DistContext(rank=rank, world_size=world, local_rank=local)
+__all__ = ["DistContext", "barrier", "broadcast_ints", "context_from_env", "setup", "teardown", "unwrap", "wrap"]
 
 
 def setup(ctx: DistContext, device: str) -> torch.device:
