@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,12 +100,11 @@ class Plan:
         version = raw.get("format_version", PLAN_FORMAT_VERSION)
         if version > PLAN_FORMAT_VERSION:
             raise ValueError(f"plan format {version} is newer than this unetkit understands ({PLAN_FORMAT_VERSION})")
-        return cls(
-            data=_build(DataConfig, raw.get("data", {})),
-            model=_build(ModelConfig, raw.get("model", {})),
-            train=_build(TrainConfig, raw.get("train", {})),
-            infer=_build(InferConfig, raw.get("infer", {})),
-        )
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "infer": InferConfig}
+        for name in sections:
+            if not isinstance(raw.get(name, {}), dict):
+                raise ValueError(f"plan section {name!r} must be a mapping, got {type(raw[name]).__name__}")
+        return cls(**{name: _build(section, raw.get(name, {}), name) for name, section in sections.items()})
 
     def save(self, path: str | Path) -> None:
         """Write YAML (or JSON for a ``.json`` suffix) atomically."""
@@ -133,13 +134,42 @@ T = TypeVar("T")
 RETIRED_FIELDS = {"TrainConfig": {"num_workers"}}
 
 
-def _build(cls: type[T], raw: dict[str, Any]) -> T:
+def _build(cls: type[T], raw: dict[str, Any], section: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     raw = {k: v for k, v in raw.items() if k not in RETIRED_FIELDS.get(cls.__name__, set())}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        if not _matches(value, hints[key]):
+            raise ValueError(f"{section}.{key}: expected {_type_name(hints[key])}, got {value!r} "
+                             f"({type(value).__name__})")
     return cls(**raw)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a value read from YAML/JSON fits a field's declared type (ints count as floats; bools are no numbers)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "") if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
 
 
 def apply_overrides(plan: Plan, overrides: list[str]) -> Plan:

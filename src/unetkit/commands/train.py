@@ -145,6 +145,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
     from unetkit.commands.plan import plan_from_data
     from unetkit.train.plan import optimiser_settings
 
+    # Every --set value is checked against its field's type before any data is read (a typo must not cost a
+    # dataset load).
+    apply_overrides(Plan(), list(args.set))
     if args.plan:
         plan = Plan.load(args.plan)
     else:
