@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _serve_helpers import Client, isbi_crop, png_bytes
 
@@ -77,3 +78,31 @@ def test_cli_serves_until_interrupted(run_2d: Path) -> None:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "stopped" in err and "Traceback" not in err
+
+
+def test_cli_serves_an_exported_onnx_graph(run_2d: Path, tmp_path: Path) -> None:
+    from unetkit.config import Plan
+    from unetkit.infer.onnx_backend import export_pipeline
+    from unetkit.infer.predictor import Predictor
+    from unetkit.models.base import load_model
+
+    graph = tmp_path / "model.onnx"
+    export_pipeline(load_model(run_2d / "best"), graph, in_channels=1,
+                    tile_size=Plan.load(run_2d / "plan.yaml").infer.tile_size)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("UNETKIT_API_KEY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unetkit.cli", "serve", str(run_2d), "--port", "0", "--onnx", str(graph)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        port = int(proc.stdout.readline().rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
+        assert proc.stdout.readline().startswith("precision: fp32, contiguous layout (ONNX Runtime graph)")  # type: ignore[union-attr]
+        status, _, body = Client(port).request("POST", "/predict?format=json", png_bytes(isbi_crop()))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert status == 200
+    expected = Predictor.from_run(run_2d, backend="onnx", onnx_path=graph)(isbi_crop()[None].astype(np.float32))
+    shares = {c["index"]: c["pixels"] for c in json.loads(body)["classes"]}
+    assert shares == {k: int((expected.labels == k).sum()) for k in shares}

@@ -126,7 +126,7 @@ def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[n
     if args.onnx and len(runs) > 1:
         raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")
     if args.onnx:
-        _check_onnx_matches_run(Path(args.onnx), runs[0] / args.checkpoint)
+        check_onnx_matches_run(Path(args.onnx), runs[0] / args.checkpoint)
         predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
                                        backend="onnx", onnx_path=args.onnx, **overrides)
     else:
@@ -152,7 +152,7 @@ def _print_outcomes(outcomes) -> int:  # type: ignore[no-untyped-def]
     return failures
 
 
-def _check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
+def check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
     """With the export report beside the graph, refuse a graph exported from other weights than the run's."""
     import json
 

@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import os
 import sys
+from pathlib import Path
 
 KEY_VARIABLE = "UNETKIT_API_KEY"
 NEEDED = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python_multipart", "python-multipart"))
@@ -46,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="longest one prediction may take, queueing included; then 504 (default 120 s)")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+                        help="what the fast path computes in (default: the plan's infer.precision, auto = bf16 "
+                             "where native); printed at start")
+    parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                        help="serve this graph from `unetkit export` of the same run (fp32, or the .int8.onnx of "
+                             "`export --int8`) in ONNX Runtime instead of PyTorch")
     parser.add_argument("--device", default="cpu")
 
 
@@ -97,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.serve.app import create_app
     from unetkit.serve.server import Server
 
-    overrides = {"tta": args.tta} if args.tta else {}
+    overrides = {k: v for k, v in {"tta": args.tta, "precision": args.precision}.items() if v}
+    if args.onnx:
+        from unetkit.commands.predict import check_onnx_matches_run
+
+        check_onnx_matches_run(Path(args.onnx), Path(args.run) / args.checkpoint)
+        overrides.update(backend="onnx", onnx_path=args.onnx)
     predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
                                    **overrides)
     limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
@@ -109,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         note = "clients must send the API key" if api_key else "anyone who can reach this machine can use the model"
         print(f"note: listening on {args.host}: {note}", file=sys.stderr)
     print(f"serving {args.run} on {server.url} (Ctrl-C stops)", flush=True)
+    print(predictor.precision.describe(), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
