@@ -183,7 +183,7 @@ def test_bad_arguments_are_refused_before_exporting(tmp_path):
 
 def test_strided_backbone_with_input_skip_exports(tmp_path):
     torch.manual_seed(0)
-    # resnet18's first feature is at stride 2 too; Lite0's TF "SAME" padding makes dynamic-shape tracing take minutes
+    # resnet18's first feature is at stride 2 too (Lite0, the planner's default: tests/infer/test_export_lite0.py)
     model = unetkit.create_model("unet", in_channels=1, classes=2, encoder="resnet18", input_skip=True)
     assert model.final_up is not None and model.final_up.input_skip
     model.eval()

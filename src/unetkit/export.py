@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from unetkit.models.static_padding import with_static_same_padding
+
 # The torch.export-based exporter implements ONNX opset 18 and newer; asking for 17 makes it try a
 # version down-conversion that fails for Pad (used by the models' internal padding).
 MIN_OPSET = 18
@@ -59,6 +61,9 @@ def export_onnx(
             as N=2 so that the batch axis stays dynamic).
         opset: ONNX opset (>= 18, the oldest the exporter implements).
         dynamic_hw: make the spatial axes dynamic (otherwise only the batch axis is).
+            Timm layers with TF-style "same" padding inside a segmentation model's encoder are traced with
+            fixed pads (:func:`unetkit.models.static_padding.with_static_same_padding`): exact there, and the
+            exporter no longer spends minutes on their size arithmetic.
         check: run ONNX Runtime on ``check_shapes`` and compare with eager PyTorch.
         atol: largest allowed absolute difference between ONNX Runtime and eager outputs.
         check_shapes: input shapes for the check; default: ``example_shape`` and a second shape with
@@ -93,7 +98,10 @@ def export_onnx(
     modes = {m: m.training for m in model.modules()}  # restored exactly (e.g. a frozen encoder)
     model.eval()
     try:
-        program = _capture(model, example_shape, opset=opset, dynamic_hw=dynamic_hw, input_name=input_name)
+        # TF-style "same" layers (Lite0) compute pads from the symbolic size, which the exporter needs minutes
+        # to reason about; inside the models' padding they are constants. The check compares with ``model``.
+        traced, _ = with_static_same_padding(model)
+        program = _capture(traced, example_shape, opset=opset, dynamic_hw=dynamic_hw, input_name=input_name)
         output_names = _rename_outputs(program, output_name)
         diffs = _save_checked(program, path, model=model, shapes=shapes if check else [], atol=atol)
     finally:

@@ -31,10 +31,17 @@ def make_run(
     intensity_std: list[float] | None = None,
     shift: list[float] | None = None,
     seed: int = 0,
+    encoder: str = "plain",
 ) -> Path:
-    """Write ``root/plan.yaml`` and ``root/best`` for an untrained U-Net with batch norm; returns ``root``."""
-    kwargs = {"in_channels": in_channels, "classes": classes, "spatial_dims": spatial_dims, "encoder": "plain",
-              "depth": depth, "width": width, "norm": "batch"}
+    """Write ``root/plan.yaml`` and ``root/best`` for an untrained U-Net with batch norm; returns ``root``.
+
+    ``encoder``: ``plain`` (``depth`` and ``width`` apply) or a timm backbone, built as the planner builds its
+    default (``tf_efficientnet_lite0``) but with random weights.
+    """
+    kwargs = {"in_channels": in_channels, "classes": classes, "spatial_dims": spatial_dims, "encoder": encoder,
+              "norm": "batch"}
+    if encoder == "plain":
+        kwargs.update(depth=depth, width=width)
     tile_size = list(tile) if isinstance(tile, list) else [tile] * spatial_dims
     plan = Plan(
         data=DataConfig(in_channels=in_channels, spatial_dims=spatial_dims, normalization=normalization,

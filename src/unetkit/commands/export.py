@@ -3,8 +3,12 @@
 The graph maps a *normalised* tile to probabilities (contract in :mod:`unetkit.infer.onnx_backend`). It is
 checked against eager PyTorch in ONNX Runtime at two sizes (the plan's tile, batch 1, and an odd size that is
 not a multiple of 32, batch 2) before it is written. ``<out>.json`` next to it says exactly what the graph
-expects and returns, how to normalise, how labels are decided, and the measured differences. Both files are
-written atomically.
+expects and returns, how to normalise, how labels are decided, the measured differences and the CPU's
+precision flags. Both files are written atomically.
+
+``--int8`` also writes ``<stem>.int8.onnx`` (static QDQ int8, calibrated on the run's training images; see
+:mod:`unetkit.quantize`) and its report, but only when the validation Dice (mIoU for multi-class runs) of
+int8 is at most ``--int8-max-drop`` below fp32; otherwise it prints one line saying so and exits 1.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="destination file, e.g. model.onnx; the report is <out>.json")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference on probabilities")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write <stem>.int8.onnx: static int8 (QDQ) calibrated on the run's training "
+                             "images, kept only if the validation score holds (see --int8-max-drop)")
+    parser.add_argument("--int8-max-drop", type=float, default=0.01, metavar="D",
+                        help="largest accepted drop of validation Dice (mIoU for multi-class) from fp32 to int8 "
+                             "(default 0.01)")
+    parser.add_argument("--calibration-patches", type=int, default=32, metavar="N",
+                        help="training tiles that calibrate the int8 activation ranges (default 32)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,14 +67,39 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(report_path, report)
     diffs = ", ".join(f"{k}: {v:.2g}" for k, v in exported["max_abs_diff"].items())
     print(f"wrote {out} ({exported['file_size_bytes'] / 2**20:.1f} MiB) and {report_path.name}; "
-          f"max |ONNX Runtime - PyTorch| on probabilities: {diffs}")
+          f"max |ONNX Runtime - PyTorch| on probabilities: {diffs}", flush=True)
+    return _export_int8(args, run_dir=run_dir, out=out, fp32_report=report) if args.int8 else 0
+
+
+def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_report: dict[str, Any]) -> int:
+    """Quantise the fp32 graph, print the comparison; 1 when the drop is too large (nothing written)."""
+    from unetkit.precision import cpu_flags
+    from unetkit.quantize import QuantizationRefused, int8_report, quantize_run
+
+    int8_out = out.with_name(out.stem + ".int8.onnx")
+    print(f"quantising to int8 with {args.calibration_patches} calibration tiles and comparing on the "
+          "validation images ...", flush=True)
+    try:
+        result = quantize_run(run_dir, out, int8_out, checkpoint=args.checkpoint,
+                              calibration_patches=args.calibration_patches, max_drop=args.int8_max_drop)
+    except QuantizationRefused as refused:
+        print(f"unetkit export: {refused}", file=sys.stderr, flush=True)
+        return 1
+    report_path = int8_out.with_name(int8_out.name + ".json")
+    write_json_atomic(report_path, int8_report(fp32_report, result, cpu=cpu_flags()))
+    speed = result["images_per_s"]
+    print(f"wrote {int8_out} ({result['file_size_bytes'] / 2**20:.1f} MiB) and {report_path.name}; validation "
+          f"{result['metric']} fp32 {result['dice_fp32']:.4f}, int8 {result['dice_int8']:.4f} "
+          f"(drop {result['drop']:.4f} <= {result['max_drop']:g}); images/s fp32 {speed['fp32']:.2f}, "
+          f"int8 {speed['int8']:.2f} on {result['validation_images']} image(s)")
     return 0
 
 
 def build_report(plan: Any, exported: dict[str, Any], *, run_dir: Path, checkpoint: str, atol: float,
                  weights: Path) -> dict[str, Any]:
-    """Everything a consumer of the graph needs, as JSON-ready data."""
+    """Everything a consumer of the graph needs, as JSON-ready data (``cpu``: this machine's precision flags)."""
     from unetkit import __version__
+    from unetkit.precision import cpu_flags
 
     kwargs = plan.model.kwargs
     classes = int(kwargs.get("classes", 2))
@@ -110,6 +148,7 @@ def build_report(plan: Any, exported: dict[str, Any], *, run_dir: Path, checkpoi
             "atol": atol,
             "max_abs_diff": exported["max_abs_diff"],
         },
+        "cpu": cpu_flags(),
     }
 
 
