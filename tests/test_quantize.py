@@ -111,11 +111,15 @@ def test_int8_graph_is_quantised_and_keeps_the_graph_contract(exported: Path) ->
     assert (int8.argmax(1) == fp32.argmax(1)).mean() > 0.97
 
 
-def test_predict_runs_the_int8_graph(run: Path, exported: Path, datasets: Path, tmp_path: Path) -> None:
+def test_predict_runs_the_int8_graph(run: Path, exported: Path, datasets: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     source = datasets / "isbi2012_em_membrane" / "images" / "20.png"
-    for name in ("model.onnx", "model.int8.onnx"):
+    for name, line in (("model.onnx", "precision: fp32, contiguous layout (ONNX Runtime graph model.onnx)"),
+                       ("model.int8.onnx", "precision: int8 (static QDQ), contiguous layout (ONNX Runtime graph "
+                                           "model.int8.onnx)")):
         assert main(["predict", str(run), str(source), "--out", str(tmp_path / name), "--onnx", str(exported / name),
                      "--no-overlay"]) == 0  # fmt: skip
+        assert line in capsys.readouterr().out
     fp32, int8 = (read_image(tmp_path / name / "20.png").array[0] for name in ("model.onnx", "model.int8.onnx"))
     assert int8.shape == (512, 512) and set(np.unique(int8)) == {0, 1}
     assert (int8 == fp32).mean() > 0.97

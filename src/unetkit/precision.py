@@ -83,7 +83,10 @@ class PrecisionChoice:
 
     def describe(self) -> str:
         """One line for the user, e.g. ``precision: bf16 autocast, channels_last (auto: ...)``."""
-        what = "fp32" if self.dtype is None else f"{self.name} autocast"
+        if self.requested == "int8":  # a quantised ONNX graph (unetkit export --int8): int8 weights and activations
+            what = "int8 (static QDQ)"
+        else:
+            what = "fp32" if self.dtype is None else f"{self.name} autocast"
         layout = {None: "contiguous", torch.channels_last: "channels_last", torch.channels_last_3d: "channels_last_3d"}
         return f"precision: {what}, {layout[self.layout]} layout ({self.reason})"
 

@@ -19,11 +19,11 @@ from unetkit.commands.serve import is_loopback
 
 
 def test_cli_refuses_a_missing_run_and_bad_numbers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert main(["serve", str(tmp_path / "missing")]) == 1
     assert "no such file" in capsys.readouterr().err.lower()
-    assert main(["serve", str(tmp_path / "missing"), "--port", "70000"]) == 2
+    assert main(["serve", str(tmp_path / "missing"), "--port", "70000"]) == 1
     assert "--port must be in 0..65535" in capsys.readouterr().err
-    assert main(["serve", str(tmp_path / "missing"), "--max-batch", "0"]) == 2
+    assert main(["serve", str(tmp_path / "missing"), "--max-batch", "0"]) == 1
     assert "--max-batch and --max-queue must be >= 1" in capsys.readouterr().err
 
 
@@ -38,7 +38,7 @@ def test_a_non_loopback_host_needs_a_key_or_an_explicit_no_auth(tmp_path: Path, 
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.delenv("UNETKIT_API_KEY", raising=False)
     run = str(tmp_path / "missing")
-    assert main(["serve", run, "--host", "0.0.0.0"]) == 2
+    assert main(["serve", run, "--host", "0.0.0.0"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err == ("unetkit serve: error: listening on 0.0.0.0 lets other machines use the model: pass --api-key KEY "
@@ -47,14 +47,14 @@ def test_a_non_loopback_host_needs_a_key_or_an_explicit_no_auth(tmp_path: Path, 
     for extra, env in ((["--api-key", "k"], None), (["--insecure-no-auth"], None), ([], "from-env")):
         if env:
             monkeypatch.setenv("UNETKIT_API_KEY", env)
-        assert main(["serve", run, "--host", "0.0.0.0", *extra]) == 2
+        assert main(["serve", run, "--host", "0.0.0.0", *extra]) == 1
         assert "no such file" in capsys.readouterr().err.lower()
 
 
 def test_a_missing_serve_extra_is_one_line_with_the_install_command(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # what an interpreter without uvicorn reports
-    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert main(["serve", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert err == "unetkit serve: uvicorn is not installed; install the serve extra: pip install 'unetkit[serve]'\n"
 
@@ -97,7 +97,7 @@ def test_cli_serves_an_exported_onnx_graph(run_2d: Path, tmp_path: Path) -> None
     )  # fmt: skip
     try:
         port = int(proc.stdout.readline().rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
-        assert proc.stdout.readline().startswith("precision: fp32, contiguous layout (ONNX Runtime graph)")  # type: ignore[union-attr]
+        assert proc.stdout.readline().startswith("precision: fp32, contiguous layout (ONNX Runtime graph model.onnx)")  # type: ignore[union-attr]
         status, _, body = Client(port).request("POST", "/predict?format=json", png_bytes(isbi_crop()))
     finally:
         proc.send_signal(signal.SIGINT)

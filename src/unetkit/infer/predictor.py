@@ -77,7 +77,7 @@ class Predictor:
         self._onnx = None
         if backend == "onnx":
             self.model, self.amp_dtype, self.layout = model.eval(), None, None
-            self.precision = PrecisionChoice(requested="fp32", dtype=None, layout=None, reason="ONNX Runtime graph")
+            self.precision = _onnx_precision(onnx_path)
             self._onnx = _onnx_runner(model, plan, self.infer, onnx_path)
         else:
             self.model, self.precision = prepare_for_inference(
@@ -220,3 +220,17 @@ def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_pa
         channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
         export_pipeline(model, path, in_channels=channels, tile_size=infer.tile_size)
         return OnnxTileRunner(path)  # the session holds the graph in memory; the file may go
+
+
+def _onnx_precision(onnx_path: str | Path | None) -> PrecisionChoice:
+    """What an ONNX graph computes in: int8 when it holds quantisation nodes (``unetkit export --int8``), else fp32."""
+    if onnx_path is None:
+        return PrecisionChoice(requested="fp32", dtype=None, layout=None, reason="ONNX Runtime graph, exported now")
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    quantized = any(node.op_type == "QuantizeLinear" for node in graph.node)
+    name = Path(onnx_path).name
+    if quantized:
+        return PrecisionChoice(requested="int8", dtype=None, layout=None, reason=f"ONNX Runtime graph {name}")
+    return PrecisionChoice(requested="fp32", dtype=None, layout=None, reason=f"ONNX Runtime graph {name}")
