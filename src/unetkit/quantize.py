@@ -41,8 +41,9 @@ from unetkit.train.batches import Example
 
 DEFAULT_CALIBRATION_PATCHES = 32
 DEFAULT_MAX_DROP = 0.01
-# Kept in float: quantising the probabilities would round them to steps of 1/255 before blending.
-FLOAT_OPS = ("Softmax", "Sigmoid")
+# Kept in float: quantising the probabilities (softmax written out as ReduceMax, Sub, Exp, ReduceSum, Div; or
+# sigmoid) would round them to steps of 1/255 before blending.
+FLOAT_OPS = ("Softmax", "Sigmoid", "ReduceMax", "Sub", "Exp", "ReduceSum", "Div")
 
 PatchTransform = Callable[[np.ndarray], np.ndarray]
 
@@ -201,7 +202,7 @@ def quantize_graph(fp32_path: Path, out_path: Path, tiles: Sequence[np.ndarray])
 
     with tempfile.TemporaryDirectory(prefix="unetkit_int8_", dir=out_path.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), auto_merge=True)
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
         keep_float = [n.name for n in graph.node if n.op_type in FLOAT_OPS]
         quantize_static(
