@@ -21,8 +21,6 @@ import functools
 import sys
 from pathlib import Path
 
-from unetkit.data._common import full_suffix
-
 NIFTI = (".nii", ".nii.gz")
 # Under torchrun each process waits at the end for the slowest one; the shares interleave the inputs, so they
 # finish close together, but one huge raster can take hours.
@@ -39,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add another run (or CV folder) to the ensemble (repeatable): the models' class "
                              "probabilities, each after its own TTA, are averaged before thresholding/argmax")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                        help="which saved model of the run to use")
     parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
                         help="test-time augmentation: none (1 pass), flips (4 in 2D), d4 (8), d4+scales (24)")
     parser.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default from the plan)")
@@ -56,12 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run this graph (from `unetkit export` of the same run) in ONNX Runtime")
     parser.add_argument("--windowed", action="store_true", help="predict every TIFF window by window")
     parser.add_argument("--window-threshold", type=int, default=DEFAULT_WINDOWED_PIXELS, metavar="PIXELS",
-                        help=f"TIFFs with more pixels are predicted window by window (default {DEFAULT_WINDOWED_PIXELS})")
+                        help="TIFFs with more pixels are predicted window by window")
     parser.add_argument("--device", default="cpu", help="torch device (under torchrun a bare `cuda` becomes "
                                                         "cuda:LOCAL_RANK)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch intra-op threads (default: torch's own choice; under torchrun the available "
-                             "cores divided by the number of processes)")
+                        help="torch intra-op threads (default: one fewer than torch's own choice, leaving a core to the "
+                             "reader / writer threads, or all of them with --sequential; under torchrun the "
+                             "available cores divided by the number of processes)")
     parser.add_argument("--io-threads", type=int, default=2, metavar="N",
                         help="threads that decode inputs ahead, and as many that write outputs behind (default 2)")
     parser.add_argument("--sequential", action="store_true",
@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if args.sequential:
             outcomes = predict_sequential(predictor, jobs, windowed=windowed)
         else:
-            options = PipelineOptions(readers=args.io_threads, writers=args.io_threads, batch_images=args.batch_images)
+            options = PipelineOptions(readers=args.io_threads, writers=args.io_threads, batch_images=args.batch_images,
+                                      compute_threads=threads)
             outcomes = predict_files(predictor, jobs, windowed=windowed, options=options)
         failures = _print_outcomes(outcomes)
         if not ctx.enabled:
@@ -126,6 +127,8 @@ def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[n
     if args.onnx and len(runs) > 1:
         raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")
     if args.onnx:
+        from unetkit.export import check_onnx_matches_run
+
         check_onnx_matches_run(Path(args.onnx), runs[0] / args.checkpoint)
         predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
                                        backend="onnx", onnx_path=args.onnx, **overrides)
@@ -152,22 +155,8 @@ def _print_outcomes(outcomes) -> int:  # type: ignore[no-untyped-def]
     return failures
 
 
-def check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
-    """With the export report beside the graph, refuse a graph exported from other weights than the run's."""
-    import json
-
-    from unetkit.commands.export import file_sha256
-    from unetkit.models.base import WEIGHTS_NAME
-
-    report = onnx.with_name(onnx.name + ".json")
-    if not report.is_file():
-        return  # a graph exported by other means: the user vouches for it
-    exported = json.loads(report.read_text()).get("weights_sha256")
-    if exported and exported != file_sha256(checkpoint / WEIGHTS_NAME):
-        raise ValueError(f"{onnx} was exported from other weights than {checkpoint} (see {report.name})")
-
-
 def _windowed(path: Path, *, predictor, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
+    from unetkit.data._common import full_suffix
     from unetkit.infer.raster import is_large_raster
 
     if predictor.spatial_dims != 2 or full_suffix(path) not in (".tif", ".tiff"):

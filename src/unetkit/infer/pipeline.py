@@ -26,6 +26,7 @@ its error (one of :data:`FILE_ERRORS`), so a caller prints the same lines in the
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ class PipelineOptions:
     prefetch: int = 4
     backlog: int = 4
     batch_images: bool = False
+    # torch's threads while the pipeline runs on a CPU; None = one fewer than torch has (at least 1), so that a
+    # core is left to decoding and encoding: on 2 cores, 1 compute thread + the readers / writers ran 60 ISBI
+    # slices at 10.8-11.1 images/s against 6.8-7.6 with 2 compute threads (the threads fought over the cores).
+    compute_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("readers", "writers", "prefetch", "backlog"):
@@ -124,6 +129,26 @@ def predict_files(  # type: ignore[no-untyped-def]
     writes not yet started; writes already started complete (each is atomic either way).
     """
     options = options or PipelineOptions()
+    with _compute_threads(predictor, options.compute_threads):
+        yield from _pipeline(predictor, jobs, windowed, options)
+
+
+@contextlib.contextmanager
+def _compute_threads(predictor, threads: int | None) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """torch's intra-op threads set to ``threads`` (None: one fewer, at least 1) on a CPU, restored after."""
+    before = torch.get_num_threads()
+    if getattr(predictor, "device", torch.device("cpu")).type != "cpu":
+        yield
+        return
+    torch.set_num_threads(threads if threads is not None else max(1, before - 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pipeline(predictor, jobs: Sequence[FileJob], windowed: Windowed | None,  # type: ignore[no-untyped-def]
+              options: PipelineOptions) -> Iterator[FileOutcome]:
     readers = ThreadPoolExecutor(options.readers, thread_name_prefix="unetkit-read")
     writers = ThreadPoolExecutor(options.writers, thread_name_prefix="unetkit-write")
     ahead = _ReadAhead(readers, jobs, windowed, depth=options.prefetch)
