@@ -5,7 +5,7 @@ VENV ?= .venv
 DATASETS ?= ../shared/datasets
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_forward.py --quick

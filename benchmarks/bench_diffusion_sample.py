@@ -44,7 +44,7 @@ def time_sampling(args: argparse.Namespace) -> dict:
 
     import unetkit.models.diffusion  # noqa: F401  (registers diffusion_unet)
     from unetkit.diffusion import NoiseSchedule, sample_images
-    from unetkit.registry import create_model
+    from unetkit.models.factory import create_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

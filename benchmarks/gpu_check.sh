@@ -122,7 +122,7 @@ fi
 
 # (c) training: each precision x worker count
 RUN_FOR_INFERENCE=""
-budget_s=$("$PY" -c "import sys; sys.path.insert(0, 'src'); from unetkit.commands.train import parse_duration; print(int(parse_duration('$BUDGET')))" 2>/dev/null || echo 60)
+budget_s=$("$PY" -c "import sys; sys.path.insert(0, 'src'); from unetkit.config import parse_duration; print(int(parse_duration('$BUDGET')))" 2>/dev/null || echo 60)
 for precision in $PRECISIONS; do
     for workers in $WORKERS; do
         name="train_${precision}_w${workers}"

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from unetkit._io import write_text_atomic
 from unetkit.data.options import DataConfig
 
 PLAN_FORMAT_VERSION = 1
@@ -33,6 +34,8 @@ class ModelConfig:
 
     name: str = "unet"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Why the planner chose this model and encoder, in words (informational; empty for hand-written plans).
+    reason: str = ""
 
 
 @dataclass
@@ -114,9 +117,7 @@ class Plan:
             if path.suffix == ".json"
             else yaml.safe_dump(self.to_dict(), sort_keys=False)
         )
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
@@ -199,3 +200,15 @@ def _parse_value(text: str) -> Any:
         number = float(text)
         return int(number) if number.is_integer() and not any(c in text for c in ".eE") else number
     return yaml.safe_load(text)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written ``90``, ``90s``, ``5m`` or ``1.5h`` (used by ``--time-budget``).
+
+    Raises:
+        ValueError: anything else, or a duration that is not positive.
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text).lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"cannot read duration {text!r}; use e.g. 90s, 5m or 1h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]

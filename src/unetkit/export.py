@@ -12,18 +12,23 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from unetkit._io import atomic_path
 from unetkit.models.static_padding import with_static_same_padding
+
+if TYPE_CHECKING:
+    from unetkit.config import Plan
+    from unetkit.data.options import DataConfig
 
 # The torch.export-based exporter implements ONNX opset 18 and newer; asking for 17 makes it try a
 # version down-conversion that fails for Pad (used by the models' internal padding).
@@ -164,16 +169,10 @@ def _save_checked(
     program: Any, path: Path, *, model: nn.Module, shapes: list[tuple[int, ...]], atol: float
 ) -> dict[str, float]:
     """Save to a temp file beside ``path``, check it on ``shapes`` (none: no check), then rename."""
-    # A unique temp name in the destination folder (same filesystem, so os.replace is atomic).
-    tmp_name = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
-    try:
+    with atomic_path(path) as tmp:
         # One self-contained file (no external data), so the rename publishes all of it.
-        program.save(tmp_name, external_data=False)
-        diffs = _check_against_eager(model, tmp_name, shapes, atol=atol) if shapes else {}
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        program.save(str(tmp), external_data=False)
+        diffs = _check_against_eager(model, str(tmp), shapes, atol=atol) if shapes else {}
     return diffs
 
 
@@ -262,3 +261,113 @@ def _check_args(model: nn.Module, *, opset: int, atol: float) -> None:
         )
     if not atol > 0:
         raise ValueError(f"atol must be > 0, got {atol}")
+
+
+# -- the report written beside an exported run (<out>.json) ---------------------------------------------
+
+
+def build_report(plan: Plan, exported: dict[str, Any], *, run_dir: Path, checkpoint: str, atol: float,
+                 weights: Path) -> dict[str, Any]:
+    """Everything a consumer of the graph needs, as JSON-ready data (``cpu``: this machine's precision flags)."""
+    from unetkit._version import __version__
+    from unetkit.precision import cpu_flags
+
+    kwargs = plan.model.kwargs
+    classes = int(kwargs.get("classes", 2))
+    dims = int(plan.data.spatial_dims)
+    spatial = ["depth", "height", "width"][-dims:]
+    channels = int(kwargs.get("in_channels", plan.data.in_channels))
+    return {
+        "format": "onnx",
+        "model_file": Path(exported["path"]).name,
+        "opset": exported["opset"],
+        "file_size_bytes": exported["file_size_bytes"],
+        "unetkit_version": __version__,
+        "run": str(run_dir),
+        "checkpoint": checkpoint,
+        "weights_sha256": file_sha256(weights),
+        "model": {"name": plan.model.name, "kwargs": kwargs},
+        "input": {
+            "name": exported["input_name"],
+            "dtype": "float32",
+            "shape": ["batch", channels, *spatial],
+            "dynamic_axes": ["batch", *spatial],
+            "meaning": "a tile of the image AFTER normalising the WHOLE image (see preprocessing)",
+        },
+        "output": {
+            "name": exported["output_names"][0],
+            "dtype": "float32",
+            "shape": ["batch", classes, *spatial],
+            "meaning": "sigmoid of the single channel" if classes == 1 else "softmax over the classes (axis 1)",
+        },
+        "preprocessing": preprocessing_spec(plan.data),
+        "labels": (f"label = probability > {plan.infer.threshold}" if classes == 1
+                   else "label = argmax over axis 1 of the blended probabilities"),
+        "shift": {
+            "pixels": [float(s) for s in plan.infer.shift],
+            "meaning": "before labelling, move the probabilities by these pixels per spatial axis (linear "
+                       "interpolation, edge values repeated; unetkit.infer.alignment.shift_tiles); [] = none",
+        },
+        "tiling": {
+            "tile_size": list(plan.infer.tile_size),
+            "overlap": plan.infer.overlap,
+            "blend": plan.infer.blend,
+            "note": "tiles are blended outside the graph (unetkit.infer.tiling); any tile size works",
+        },
+        "parity": {
+            "reference": "PyTorch eager fp32 of the same weights, softmax/sigmoid applied",
+            "atol": atol,
+            "max_abs_diff": exported["max_abs_diff"],
+        },
+        "cpu": cpu_flags(),
+    }
+
+
+def preprocessing_spec(data: DataConfig) -> dict[str, Any]:
+    """How to normalise a whole image before tiling it into the graph, as the report states it."""
+    mode = data.normalization
+    if mode == "dataset":
+        return {
+            "normalization": mode,
+            "formula": "x_c = (raw_c - mean[c]) / max(std[c], 1e-6), the same for every image",
+            "mean": list(data.intensity_mean),
+            "std": list(data.intensity_std),
+            "statistics": "per channel over the training dataset (stored in the run's plan)",
+        }
+    formulas = {
+        "zscore": "x_c = (raw_c - mean_c) / max(std_c, 1e-6); mean_c, std_c (population) over all pixels of channel c",
+        "minmax": "x_c = (raw_c - min_c) / max(max_c - min_c, 1e-6); min_c, max_c over all pixels of channel c",
+        "none": "x = raw as float32",
+    }
+    return {
+        "normalization": mode,
+        "formula": formulas.get(mode, mode),
+        "statistics": "per channel over the whole image (not per tile), as unetkit.data.normalize.normalize",
+    }
+
+
+def check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
+    """With the export report beside the graph, refuse a graph exported from other weights than the run's.
+
+    Raises:
+        ValueError: the report's ``weights_sha256`` is not that of ``checkpoint``'s weights file.
+    """
+    import json
+
+    from unetkit.models.base import WEIGHTS_NAME
+
+    report = onnx.with_name(onnx.name + ".json")
+    if not report.is_file():
+        return  # a graph exported by other means: the user vouches for it
+    exported = json.loads(report.read_text()).get("weights_sha256")
+    if exported and exported != file_sha256(checkpoint / WEIGHTS_NAME):
+        raise ValueError(f"{onnx} was exported from other weights than {checkpoint} (see {report.name})")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

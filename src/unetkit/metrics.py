@@ -48,14 +48,14 @@ Per-image mean vs dataset level
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from unetkit._io import atomic_path
 
 METRIC_NAMES = ("dice", "iou", "precision", "recall", "hd95", "nsd")
 _SURFACE_METRICS = ("hd95", "nsd")
@@ -464,16 +464,10 @@ class MetricAccumulator:
         path = Path(path)
         rows = self.rows()
         fields = list(rows[0]) if rows else ["image"]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 class ConfusionMatrix:

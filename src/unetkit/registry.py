@@ -1,7 +1,9 @@
-"""The one model registry.
+"""The one model registry: a name -> class table and the decorator that fills it.
 
-Models register themselves with :func:`register_model`; :func:`create_model` builds them by name from
-keyword arguments alone, so that ``(name, kwargs)`` saved as JSON is enough to rebuild any model.
+This module is a leaf (it imports nothing from unetkit, not even torch) so every model module can
+register itself without an import circle. The public entry points that also make sure the built-in
+models are registered (:func:`unetkit.create_model`, :func:`unetkit.list_models`) live in
+:mod:`unetkit.models.factory`, which imports the model modules.
 """
 
 from __future__ import annotations
@@ -9,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch.nn as nn
-
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_MODELS: dict[str, Callable[..., Any]] = {}
 _SPATIAL_DIMS: dict[str, tuple[int, ...]] = {}
 
 
@@ -19,7 +19,7 @@ def register_model(name: str, *, spatial_dims: tuple[int, ...] = (2, 3)) -> Call
     """Class decorator that registers a model under ``name``.
 
     Args:
-        name: registry key used by :func:`create_model`.
+        name: registry key used by :func:`unetkit.create_model`.
         spatial_dims: the spatial dimensionalities the model supports (used by generated tests).
     """
 
@@ -28,36 +28,33 @@ def register_model(name: str, *, spatial_dims: tuple[int, ...] = (2, 3)) -> Call
             raise ValueError(f"model {name!r} is already registered")
         _MODELS[name] = cls
         _SPATIAL_DIMS[name] = spatial_dims
-        cls.registry_name = name
+        cls.registry_name = name  # type: ignore[attr-defined]
         return cls
 
     return wrap
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    _import_builtin_models()
+def registered_names() -> list[str]:
+    """Names registered so far, sorted (only what has been imported; see ``unetkit.list_models``)."""
     return sorted(_MODELS)
 
 
-def supported_spatial_dims(name: str) -> tuple[int, ...]:
-    _import_builtin_models()
+def spatial_dims_of(name: str) -> tuple[int, ...]:
+    """The spatial dimensionalities ``name`` was registered with.
+
+    Raises:
+        KeyError: unknown name; the message lists the registered names.
+    """
     _check_name(name)
     return _SPATIAL_DIMS[name]
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model by name.
-
-    Example:
-        >>> model = create_model("unet", in_channels=1, classes=2)
-        >>> model(torch.zeros(1, 1, 97, 131)).shape
-        torch.Size([1, 2, 97, 131])
+def build(name: str, **kwargs: Any) -> Any:
+    """Instantiate the model registered as ``name`` and remember its keyword arguments.
 
     Raises:
-        KeyError: unknown name; the message lists the valid names.
+        KeyError: unknown name; the message lists the registered names.
     """
-    _import_builtin_models()
     _check_name(name)
     model = _MODELS[name](**kwargs)
     # Remember how the model was built so save_pretrained can write it as JSON.
@@ -70,6 +67,4 @@ def _check_name(name: str) -> None:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(sorted(_MODELS))}")
 
 
-def _import_builtin_models() -> None:
-    # Imported lazily so `import unetkit.registry` stays cheap and free of cycles.
-    from unetkit import models  # noqa: F401
+__all__ = ["build", "register_model", "registered_names", "spatial_dims_of"]

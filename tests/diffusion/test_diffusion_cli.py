@@ -13,7 +13,8 @@ from PIL import Image
 from scipy.stats import wasserstein_distance
 
 from unetkit.cli import main
-from unetkit.commands.diffusion import ProgressReporter, class_labels_for, parse_duration
+from unetkit.commands.diffusion import ProgressReporter, class_labels_for
+from unetkit.config import parse_duration
 
 TINY_FLAGS = ["--base-channels", "8", "--channel-mults", "1,2", "--num-res-blocks", "1"]
 
@@ -74,7 +75,7 @@ def test_class_label_by_name_or_index(class_run: Path, tmp_path: Path) -> None:
 def test_unknown_class_label_is_a_clear_error(class_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["diffusion", "sample", str(class_run), "--n", "2", "--steps", "2", "--class-label", "Crack",
                  "--out", str(tmp_path / "g.png")])
-    assert code == 2
+    assert code == 1
     assert "unknown class label 'Crack'; this run knows: 0=bright, 1=dark" in capsys.readouterr().err
     assert not (tmp_path / "g.png").exists()
 
@@ -94,7 +95,7 @@ def test_non_image_file_fails_naming_it_unless_skip_bad(
     two_class_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (two_class_folder / "dark" / "README.md").write_text("# notes")
-    assert _train(two_class_folder, tmp_path / "r1") == 2
+    assert _train(two_class_folder, tmp_path / "r1") == 1
     err = capsys.readouterr().err
     assert "unetkit diffusion: error:" in err and "README.md (not an image type" in err and "--skip-bad" in err
     assert not (tmp_path / "r1").exists()
@@ -104,18 +105,18 @@ def test_non_image_file_fails_naming_it_unless_skip_bad(
 
 def test_too_small_image_fails_naming_it(two_class_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     Image.fromarray(np.zeros((12, 30), np.uint8)).save(two_class_folder / "dark" / "tiny.png")
-    assert _train(two_class_folder, tmp_path / "run") == 2
+    assert _train(two_class_folder, tmp_path / "run") == 1
     assert "tiny.png (30x12 WxH)" in capsys.readouterr().err
 
 
 def test_other_bad_arguments(two_class_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["diffusion", "train", str(two_class_folder), "--out", str(tmp_path / "r"), "--image-size", "12",
                  "--steps", "1", *TINY_FLAGS, "--channel-mults", "1,2,2,2"])
-    assert code == 2 and "--image-size 12 must be a multiple of 8" in capsys.readouterr().err
+    assert code == 1 and "--image-size 12 must be a multiple of 8" in capsys.readouterr().err
     assert _train(two_class_folder, tmp_path / "run") == 0
-    assert _train(two_class_folder, tmp_path / "run") == 2  # the run exists now
+    assert _train(two_class_folder, tmp_path / "run") == 1  # the run exists now
     assert "already holds a run; pass --overwrite" in capsys.readouterr().err
-    assert main(["diffusion", "sample", str(tmp_path / "nowhere")]) == 2
+    assert main(["diffusion", "sample", str(tmp_path / "nowhere")]) == 1
     assert "config.json not found" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ import torch
 
 import unetkit.models.diffusion  # noqa: F401  (registers diffusion_unet until models/__init__ imports it)
 from unetkit.models.diffusion import DiffusionUNet, timestep_embedding
-from unetkit.registry import create_model, list_models, supported_spatial_dims
+from unetkit.models.factory import create_model, list_models, supported_spatial_dims
 
 TINY = {"base_channels": 8, "channel_mults": [1, 2, 2], "num_res_blocks": 1, "attention_levels": [2]}
 

@@ -18,7 +18,7 @@ from unetkit.diffusion.data import load_image_folder, random_batch
 from unetkit.diffusion.samplers import sample_images
 from unetkit.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from unetkit.diffusion.train import EMA, DiffusionTrainConfig, train_diffusion
-from unetkit.registry import create_model
+from unetkit.models.factory import create_model
 
 TINY = {"base_channels": 16, "channel_mults": [1, 2], "num_res_blocks": 1}
 

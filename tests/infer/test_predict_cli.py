@@ -69,7 +69,7 @@ def test_png_with_d4_tta_writes_mask_probabilities_uncertainty_and_overlay(run_2
 
 def test_uncertainty_without_tta_is_a_usage_error(run_2d: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     image_path = isbi_crop(tmp_path / "in", "em.png", size=64)
-    assert main(["predict", str(run_2d), str(image_path), "--out", str(tmp_path / "out"), "--uncertainty"]) == 2
+    assert main(["predict", str(run_2d), str(image_path), "--out", str(tmp_path / "out"), "--uncertainty"]) == 1
     assert "--uncertainty needs test-time augmentation" in capsys.readouterr().err
 
 

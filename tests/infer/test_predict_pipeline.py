@@ -311,6 +311,6 @@ def test_thread_counts_below_one_are_usage_errors(
     run_2d: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flag: str
 ) -> None:
     image = isbi_folder(tmp_path / "in", [(64, 64)])[0]
-    assert main(["predict", str(run_2d), str(image), "--out", str(tmp_path / "out"), flag, "0"]) == 2
+    assert main(["predict", str(run_2d), str(image), "--out", str(tmp_path / "out"), flag, "0"]) == 1
     assert f"unetkit predict: error: {flag} must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -330,7 +330,7 @@ def test_input_skip_joins_the_image_at_full_resolution(tmp_path):
     import torch
 
     from unetkit.models.base import load_model, save_pretrained
-    from unetkit.registry import create_model
+    from unetkit.models.factory import create_model
 
     torch.manual_seed(0)
     plain = create_model("unet", in_channels=3, classes=2, encoder="tf_efficientnet_lite0")
@@ -363,7 +363,7 @@ def test_configs_written_before_input_skip_load_without_it(tmp_path):
     import torch
 
     from unetkit.models.base import load_model, save_pretrained
-    from unetkit.registry import create_model
+    from unetkit.models.factory import create_model
 
     model = create_model("unet", in_channels=1, classes=2, encoder="tf_efficientnet_lite0")
     save_pretrained(model, tmp_path / "m")

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 import unetkit
 from unetkit.models.base import CHECKPOINT_FORMAT_VERSION, SegmentationModel
-from unetkit.registry import supported_spatial_dims
+from unetkit.models.factory import supported_spatial_dims
 
 TINY = {"width": 4, "depth": 3}
 SIZES = {2: [(97, 131), (64, 64)], 3: [(37, 41, 29)]}

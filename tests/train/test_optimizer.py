@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from unetkit.cli import main
-from unetkit.registry import create_model
+from unetkit.models.factory import create_model
 from unetkit.train.loop import _update_ema
 from unetkit.train.schedule import ema_decay_at
 from unetkit.train.setup import build_optimizer

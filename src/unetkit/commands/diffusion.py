@@ -7,9 +7,12 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import torch
+from unetkit.config import parse_duration
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_TIME_BUDGET = "5m"
 
@@ -33,19 +36,21 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=64, help="side of the square random crops (default 64)")
     p.add_argument("--time-budget", default=None, help=f"e.g. 90s, 5m, 1h (default {DEFAULT_TIME_BUDGET} if no --steps)")
     p.add_argument("--steps", type=int, default=None, help="maximum training steps")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="images per training step")
+    p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches")
     p.add_argument("--class-conditional", action="store_true", help="condition on each image's folder name")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="force grey (1) or RGB (3)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable / non-image files instead of failing")
-    p.add_argument("--base-channels", type=int, default=32)
+    p.add_argument("--base-channels", type=int, default=32, help="channels of the first level")
     p.add_argument("--channel-mults", default="1,2,2,4", help="per-level channel multipliers (default 1,2,2,4)")
-    p.add_argument("--num-res-blocks", type=int, default=2)
-    p.add_argument("--beta-schedule", choices=("linear", "squaredcos_cap_v2"), default="linear")
-    p.add_argument("--prediction-type", choices=("epsilon", "sample", "v_prediction"), default="epsilon")
-    p.add_argument("--num-train-timesteps", type=int, default=1000)
-    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--num-res-blocks", type=int, default=2, help="residual blocks per level")
+    p.add_argument("--beta-schedule", choices=("linear", "squaredcos_cap_v2"), default="linear",
+                   help="noise schedule")
+    p.add_argument("--prediction-type", choices=("epsilon", "sample", "v_prediction"), default="epsilon",
+                   help="what the network predicts: the noise, the clean image or v")
+    p.add_argument("--num-train-timesteps", type=int, default=1000, help="diffusion steps of the schedule")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="decay of the weights' moving average")
     p.add_argument("--no-flip", action="store_true", help="no random left-right flips")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
@@ -117,7 +122,9 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def build_model(kwargs: dict[str, Any], *, seed: int, image_size: int) -> torch.nn.Module:
     """Create the denoiser with a seeded initialisation (without touching the global RNG state)."""
-    from unetkit.registry import create_model
+    import torch
+
+    from unetkit.models.factory import create_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -158,16 +165,18 @@ def _add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise weight: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampling algorithm")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     p.add_argument("--class-label", default=None, help="class name or index (class-conditional runs; default: cycle)")
     p.add_argument("--image-size", type=int, default=None, help="output size (default: the training crop size)")
     p.add_argument("--batch-size", type=int, default=None, help="images per network call (default: all)")
     p.add_argument("--out", type=Path, default=Path("grid.png"), help="grid PNG; single images go next to it")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (CUDA when available)")
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    import torch
+
     from unetkit.diffusion.checkpoint import load_run
     from unetkit.diffusion.output import save_samples
     from unetkit.diffusion.samplers import sample_images
@@ -207,6 +216,8 @@ def class_labels_for(label: str | None, class_names: list[str], n: int) -> torch
     Raises:
         ValueError: a label for an unconditional run, or an unknown class.
     """
+    import torch
+
     if not class_names:
         if label is not None:
             raise ValueError("--class-label given but this run was trained without --class-conditional")
@@ -224,14 +235,6 @@ def class_labels_for(label: str | None, class_names: list[str], n: int) -> torch
 
 
 # -- shared helpers ----------------------------------------------------------------------------------
-def parse_duration(text: str) -> float:
-    """``"90"``/``"90s"`` -> 90, ``"5m"`` -> 300, ``"1.5h"`` -> 5400 seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text).lower())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"cannot read duration {text!r}; use e.g. 90s, 5m or 1h")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
 def parse_int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -243,6 +246,8 @@ def parse_int_list(text: str, flag: str) -> list[int]:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

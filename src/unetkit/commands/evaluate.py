@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import os
-import re
 from pathlib import Path
 
-import numpy as np
-
 from unetkit.commands._data_args import add_data_arguments
-from unetkit.config import Plan
 from unetkit.data.options import DataConfig
-
-METRICS = ("dice", "iou", "precision", "recall")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,14 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "probabilities, each after its own TTA, are averaged before thresholding/argmax")
     parser.add_argument("--out", default=None,
                         help="output folder (default RUN/eval; RUN/eval_ensemble with --ensemble)")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"))
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                        help="which saved model of the run to score")
+    parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
+                        help="test-time augmentation (default: the plan's infer.tta)")
     parser.add_argument("--worst", type=int, default=3, help="write overlays of the N worst images")
     parser.add_argument("--surface", action="store_true", help="also HD95 and surface Dice (slower)")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="score with ONNX Runtime on a graph from `unetkit export` of this run")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     add_data_arguments(parser)
 
 
@@ -43,6 +36,14 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.data.discovery import discover
     from unetkit.infer.ensemble import load_predictor, resolve_runs
     from unetkit.infer.predictor import Predictor
+    from unetkit.infer.scoring import (
+        METRICS,
+        SURFACE_METRICS,
+        score_labels,
+        summarise,
+        write_scores,
+        write_worst,
+    )
 
     run_dir = Path(args.run)
     runs = resolve_runs(run_dir, args.ensemble)
@@ -62,19 +63,17 @@ def run(args: argparse.Namespace) -> int:
     samples = discover(data).samples
     if not samples:
         raise ValueError(f"{args.data}: no labelled images found")
-    names = METRICS + (("hd95", "nsd") if args.surface else ())
+    names = METRICS + (SURFACE_METRICS if args.surface else ())
     rows, cases = [], []
     for sample in load_samples(samples, data):
         result = predictor(sample.image)
-        scores = _score(result.labels, sample.mask, plan, names)
+        scores = score_labels(result.labels, sample.mask, plan, names)
         rows.append({"key": sample.key, **scores})
         cases.append((scores["dice"], sample, result.labels))
         print(f"{sample.key}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-    summary = {name: float(np.nanmean([r[name] for r in rows])) for name in names}
-    summary["images"] = len(rows)
-    _write_csv(out / "per_image.csv", rows)
-    _write_json(out / "summary.json", summary)
-    _write_worst(out / "worst", cases, args.worst)
+    summary = summarise(rows, names)
+    write_scores(out, rows, summary)
+    write_worst(out / "worst", cases, args.worst)
     print("mean: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "images") + f"  ({len(rows)} images)")
     return 0
 
@@ -84,43 +83,3 @@ def _data_config(trained: DataConfig, args: argparse.Namespace) -> DataConfig:
     fields = {**trained.__dict__, "root": str(args.data), "image_dir": args.image_dir, "mask_dir": args.mask_dir,
               "roi_dir": args.roi_dir}
     return DataConfig(**fields)
-
-
-def _score(pred: np.ndarray, target: np.ndarray, plan: Plan, names: tuple[str, ...]) -> dict[str, float]:
-    from unetkit.metrics import image_metrics
-
-    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
-    per_class = image_metrics(pred, target, metrics=names, num_classes=classes, ignore_index=plan.data.ignore_index)
-    first = 1 if plan.data.background else 0
-    return {name: float(np.mean(values[first:])) for name, values in per_class.items()}
-
-
-def _write_worst(folder: Path, cases: list, n: int) -> None:  # type: ignore[type-arg]
-    from unetkit.data.io import write_image
-    from unetkit.infer.overlay import make_overlay
-
-    folder.mkdir(exist_ok=True)
-    for _, sample, labels in sorted(cases, key=lambda c: c[0])[:n]:
-        if labels.ndim != 2:
-            continue
-        image = np.moveaxis(sample.image[:3], 0, -1) if sample.image.shape[0] >= 3 else sample.image[0]
-        # Keys of listed samples can be long relative paths; keep their last two parts, file-name safe.
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(Path(sample.key).parts[-2:])).lstrip("._")
-        write_image(folder / f"{safe}_pred.png", np.moveaxis(make_overlay(image, labels), -1, 0))
-        truth = np.where(sample.mask == 255, 0, sample.mask)
-        write_image(folder / f"{safe}_truth.png", np.moveaxis(make_overlay(image, truth), -1, 0))
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:  # type: ignore[type-arg]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict) -> None:  # type: ignore[type-arg]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)

@@ -14,16 +14,9 @@ int8 is at most ``--int8-max-drop`` below fp32; otherwise it prints one line say
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from unetkit.data.options import DataConfig
+from typing import Any
 
 FORMATS = ("onnx",)
 
@@ -32,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory written by `unetkit train`")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="export format (default onnx)")
     parser.add_argument("--out", required=True, help="destination file, e.g. model.onnx; the report is <out>.json")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                        help="which saved model of the run to export")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference on probabilities")
     parser.add_argument("--int8", action="store_true",
                         help="also write <stem>.int8.onnx: static int8 (QDQ) calibrated on the run's training "
@@ -45,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unetkit._io import write_json_atomic
     from unetkit.config import Plan
+    from unetkit.export import build_report
     from unetkit.infer.onnx_backend import export_pipeline
     from unetkit.models.base import WEIGHTS_NAME, load_model
 
@@ -73,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_report: dict[str, Any]) -> int:
     """Quantise the fp32 graph, print the comparison; 1 when the drop is too large (nothing written)."""
+    from unetkit._io import write_json_atomic
     from unetkit.precision import cpu_flags
     from unetkit.quantize import QuantizationRefused, int8_report, quantize_run
 
@@ -93,104 +90,3 @@ def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_rep
           f"(drop {result['drop']:.4f} <= {result['max_drop']:g}); images/s fp32 {speed['fp32']:.2f}, "
           f"int8 {speed['int8']:.2f} on {result['validation_images']} image(s)")
     return 0
-
-
-def build_report(plan: Any, exported: dict[str, Any], *, run_dir: Path, checkpoint: str, atol: float,
-                 weights: Path) -> dict[str, Any]:
-    """Everything a consumer of the graph needs, as JSON-ready data (``cpu``: this machine's precision flags)."""
-    from unetkit import __version__
-    from unetkit.precision import cpu_flags
-
-    kwargs = plan.model.kwargs
-    classes = int(kwargs.get("classes", 2))
-    dims = int(plan.data.spatial_dims)
-    spatial = ["depth", "height", "width"][-dims:]
-    channels = int(kwargs.get("in_channels", plan.data.in_channels))
-    return {
-        "format": "onnx",
-        "model_file": Path(exported["path"]).name,
-        "opset": exported["opset"],
-        "file_size_bytes": exported["file_size_bytes"],
-        "unetkit_version": __version__,
-        "run": str(run_dir),
-        "checkpoint": checkpoint,
-        "weights_sha256": file_sha256(weights),
-        "model": {"name": plan.model.name, "kwargs": kwargs},
-        "input": {
-            "name": exported["input_name"],
-            "dtype": "float32",
-            "shape": ["batch", channels, *spatial],
-            "dynamic_axes": ["batch", *spatial],
-            "meaning": "a tile of the image AFTER normalising the WHOLE image (see preprocessing)",
-        },
-        "output": {
-            "name": exported["output_names"][0],
-            "dtype": "float32",
-            "shape": ["batch", classes, *spatial],
-            "meaning": "sigmoid of the single channel" if classes == 1 else "softmax over the classes (axis 1)",
-        },
-        "preprocessing": _preprocessing(plan.data),
-        "labels": (f"label = probability > {plan.infer.threshold}" if classes == 1
-                   else "label = argmax over axis 1 of the blended probabilities"),
-        "shift": {
-            "pixels": [float(s) for s in plan.infer.shift],
-            "meaning": "before labelling, move the probabilities by these pixels per spatial axis (linear "
-                       "interpolation, edge values repeated; unetkit.infer.alignment.shift_tiles); [] = none",
-        },
-        "tiling": {
-            "tile_size": list(plan.infer.tile_size),
-            "overlap": plan.infer.overlap,
-            "blend": plan.infer.blend,
-            "note": "tiles are blended outside the graph (unetkit.infer.tiling); any tile size works",
-        },
-        "parity": {
-            "reference": "PyTorch eager fp32 of the same weights, softmax/sigmoid applied",
-            "atol": atol,
-            "max_abs_diff": exported["max_abs_diff"],
-        },
-        "cpu": cpu_flags(),
-    }
-
-
-def _preprocessing(data: DataConfig) -> dict[str, Any]:
-    mode = data.normalization
-    if mode == "dataset":
-        return {
-            "normalization": mode,
-            "formula": "x_c = (raw_c - mean[c]) / max(std[c], 1e-6), the same for every image",
-            "mean": list(data.intensity_mean),
-            "std": list(data.intensity_std),
-            "statistics": "per channel over the training dataset (stored in the run's plan)",
-        }
-    formulas = {
-        "zscore": "x_c = (raw_c - mean_c) / max(std_c, 1e-6); mean_c, std_c (population) over all pixels of channel c",
-        "minmax": "x_c = (raw_c - min_c) / max(max_c - min_c, 1e-6); min_c, max_c over all pixels of channel c",
-        "none": "x = raw as float32",
-    }
-    return {
-        "normalization": mode,
-        "formula": formulas.get(mode, mode),
-        "statistics": "per channel over the whole image (not per tile), as unetkit.data.normalize.normalize",
-    }
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

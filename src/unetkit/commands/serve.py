@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "The variable keeps the key out of the process list")
     parser.add_argument("--insecure-no-auth", action="store_true",
                         help="serve a non-loopback address without a key (anyone who reaches it can use the model)")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                        help="which saved model of the run to serve")
     parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
                         help="test-time augmentation (default from the plan; the page then shows an uncertainty map)")
     parser.add_argument("--max-upload-mb", type=float, default=256.0, help="largest accepted upload (default 256)")
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="serve this graph from `unetkit export` of the same run (fp32, or the .int8.onnx of "
                              "`export --int8`) in ONNX Runtime instead of PyTorch")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
 
 def missing_extra() -> str | None:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"unetkit serve: {missing} is not installed; install the serve extra: pip install 'unetkit[serve]'",
               file=sys.stderr)  # fmt: skip
-        return 2
+        return 1
     api_key = args.api_key or os.environ.get(KEY_VARIABLE) or None
     _check_args(args, api_key)
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"tta": args.tta, "precision": args.precision}.items() if v}
     if args.onnx:
-        from unetkit.commands.predict import check_onnx_matches_run
+        from unetkit.export import check_onnx_matches_run
 
         check_onnx_matches_run(Path(args.onnx), Path(args.run) / args.checkpoint)
         overrides.update(backend="onnx", onnx_path=args.onnx)

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from unetkit.commands._data_args import add_data_arguments, data_config_from_args
-from unetkit.config import Plan, apply_overrides
+from unetkit.config import Plan, apply_overrides, parse_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     """Train one run or every fold; ``quiet`` on the other processes of a torchrun job (rank 0 reports)."""
-    from unetkit.train.cv import fold_dir, is_cv_parent
+    from unetkit.run_layout import fold_dir, is_cv_parent
     from unetkit.train.loop import train
 
     say = (lambda *a, **k: None) if quiet else print
@@ -87,6 +87,8 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
             f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
             f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}"
         )
+        if plan.model.reason:
+            say(f"encoder: {plan.model.reason}")
     if args.fold == "all":
         return _run_folds(plan, out, args, say=say)
     result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
@@ -142,8 +144,7 @@ def fold_overrides(folds: int | None, fold: str | None) -> list[str]:
 
 def build_plan(args: argparse.Namespace) -> Plan:
     """Plan from the data (or a plan file), then the CLI's model flags and ``--set`` overrides on top."""
-    from unetkit.commands.plan import plan_from_data
-    from unetkit.train.plan import optimiser_settings
+    from unetkit.train.plan import optimiser_settings, plan_from_data
 
     # Every --set value is checked against its field's type before any data is read (a typo must not cost a
     # dataset load).
@@ -162,6 +163,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         overrides.append(f"model.name={args.model}")
     if args.encoder:
         overrides.append(f"model.kwargs.encoder={args.encoder}")
+        if not args.plan and args.encoder != "plain":
+            plan.model.reason = f"encoder {args.encoder} chosen on the command line (--encoder)"
         if not args.encoder_weights:
             plan.model.kwargs.pop("encoder_weights", None)  # the planner's weights belong to its own encoder
     if args.encoder_weights:
@@ -175,15 +178,3 @@ def build_plan(args: argparse.Namespace) -> Plan:
     if args.time_budget and args.plan:
         overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
     return apply_overrides(plan, overrides)
-
-
-def parse_duration(text: str) -> float:
-    """``90s``, ``10m``, ``1.5h`` or plain seconds -> seconds."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    text = text.strip().lower()
-    try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError as err:
-        raise ValueError(f"time budget {text!r} must look like 90s, 10m or 1h") from err

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from unetkit._io import atomic_path
 
 Window = tuple[int, int, int, int]
 """``(row_off, col_off, height, width)`` in pixels of the full image."""
@@ -34,20 +34,8 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     Raises:
         FileNotFoundError: the destination folder does not exist.
     """
-    dest = Path(path)
-    if not dest.parent.is_dir():
-        raise FileNotFoundError(f"{dest}: folder {dest.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.", suffix=f".tmp{full_suffix(dest)}", dir=dest.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         yield tmp
-        os.replace(tmp, dest)
-    finally:
-        # After a successful replace the temp name no longer exists; after a failure it must go.
-        tmp.unlink(missing_ok=True)
 
 
 def unreadable(path: str | Path, error: BaseException) -> ValueError:

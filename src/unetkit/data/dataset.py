@@ -16,11 +16,10 @@ import numpy as np
 
 from unetkit.data._raw import read_image_array, read_mask_array
 from unetkit.data.discovery import Sample
-from unetkit.data.fingerprint import fingerprint
 from unetkit.data.masks import apply_roi, encode_mask, encode_multilabel, is_colour
 from unetkit.data.options import DataConfig
 
-__all__ = ["LoadedSample", "load_sample", "load_samples", "read_sample_image", "fingerprint"]
+__all__ = ["LoadedSample", "load_sample", "load_samples", "read_sample_image"]
 
 # Pillow modes whose last channel is alpha.
 _ALPHA_MODES = {"LA", "RGBA", "PA", "RGBA;16"}

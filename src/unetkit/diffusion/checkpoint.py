@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from unetkit import _io
 from unetkit.diffusion.schedule import ScheduleConfig
 
 CONFIG_NAME = "config.json"
@@ -55,7 +56,7 @@ def save_run(
     Raises:
         ValueError: the model was not built through the registry.
     """
-    from unetkit import __version__
+    from unetkit._version import __version__
 
     name, kwargs = getattr(model, "registry_name", ""), getattr(model, "init_kwargs", None)
     if not name or kwargs is None:
@@ -117,6 +118,4 @@ def load_run(directory: str | Path, *, device: str | torch.device = "cpu") -> Di
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _io.write_text_atomic(path, text)

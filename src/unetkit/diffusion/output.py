@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from unetkit._io import atomic_path
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -58,6 +59,5 @@ def save_samples(images: torch.Tensor, grid_path: str | Path) -> list[Path]:
 
 def _save_png(array: np.ndarray, path: Path) -> None:
     image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

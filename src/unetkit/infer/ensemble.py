@@ -37,12 +37,12 @@ def resolve_runs(run: str | Path, extra: Sequence[str | Path] = ()) -> list[Path
     Raises:
         FileNotFoundError: a path that is neither a run directory (with ``plan.yaml``) nor a CV folder.
     """
-    from unetkit.train.cv import fold_runs
+    from unetkit.run_layout import fold_runs, is_run_dir
 
     runs: list[Path] = []
     for item in [run, *extra]:
         path = Path(item)
-        if (path / "plan.yaml").is_file():
+        if is_run_dir(path):
             runs.append(path)
         elif folds := fold_runs(path):
             runs += folds

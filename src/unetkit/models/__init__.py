@@ -1,12 +1,14 @@
 """Model zoo. Importing this package registers every built-in model."""
 
-from unetkit.models import unet, unetplusplus  # noqa: F401  (registration side effects)
 from unetkit.models.base import SegmentationModel, SegModelConfig, load_model, save_pretrained
+from unetkit.models.factory import create_model, list_models, supported_spatial_dims
 
-try:  # the diffusion denoiser registers itself too
-    import unetkit.models.diffusion  # noqa: F401
-except ModuleNotFoundError as err:  # pragma: no cover - only while the module is absent
-    if err.name != "unetkit.models.diffusion":
-        raise
-
-__all__ = ["SegModelConfig", "SegmentationModel", "load_model", "save_pretrained"]
+__all__ = [
+    "SegModelConfig",
+    "SegmentationModel",
+    "create_model",
+    "list_models",
+    "load_model",
+    "save_pretrained",
+    "supported_spatial_dims",
+]

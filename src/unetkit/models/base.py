@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from unetkit._io import atomic_path, write_text_atomic
 from unetkit.models.blocks import ConvBlock, UpSample, conv_nd
 from unetkit.models.encoders.base import Encoder
 
@@ -244,7 +245,7 @@ class SegmentationModel(nn.Module):
 
 def model_config_dict(model: nn.Module) -> dict[str, Any]:
     """The JSON that rebuilds ``model`` with ``create_model``."""
-    from unetkit import __version__
+    from unetkit._version import __version__
 
     name = getattr(model, "registry_name", "")
     if not name:
@@ -266,12 +267,9 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     config = model_config_dict(model)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp_weights = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp_weights), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION)})
-    tmp_config = directory / (CONFIG_NAME + ".tmp")
-    tmp_config.write_text(json.dumps(config, indent=2, sort_keys=True))
-    os.replace(tmp_weights, directory / WEIGHTS_NAME)
-    os.replace(tmp_config, directory / CONFIG_NAME)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp_weights:
+        save_file(state, str(tmp_weights), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION)})
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True))
     return directory
 
 
@@ -282,7 +280,9 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
         FileNotFoundError: a file is missing.
         ValueError: the config is malformed or newer than this version, or the weights do not fit.
     """
-    from unetkit.registry import create_model
+    # The registry is complete here: importing this module ran unetkit/models/__init__, which imports
+    # every built-in model (through unetkit.models.factory).
+    from unetkit import registry
 
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
@@ -298,7 +298,7 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
         raise ValueError(
             f"{config_path}: format version {version} is newer than this unetkit reads ({CHECKPOINT_FORMAT_VERSION})"
         )
-    model = create_model(name, **kwargs)
+    model = registry.build(name, **kwargs)
     try:
         state = load_file(str(weights_path), device=str(device))
     except Exception as err:  # safetensors raises its own error types for corrupt headers

@@ -157,7 +157,7 @@ def create_app(service: SegmentationService, *, api_key: str | None = None) -> F
         finally:
             service.close()
 
-    from unetkit import __version__
+    from unetkit._version import __version__
 
     app = FastAPI(title="unetkit", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Segment one image per request with a trained unetkit run.")  # fmt: skip

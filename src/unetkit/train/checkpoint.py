@@ -11,13 +11,14 @@ generation to detect a torn pair).
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from unetkit._io import atomic_path
 
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
@@ -103,10 +104,5 @@ def load_training_state(
 
 
 def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

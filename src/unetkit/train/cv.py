@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from unetkit._io import write_text_atomic
 from unetkit.config import Plan
-
-CV_SUMMARY = "cv.json"
+from unetkit.run_layout import CV_SUMMARY, fold_dir
 
 
 @dataclass
@@ -24,27 +23,6 @@ class CrossValidationResult:
     run_dir: Path
     fold_dice: list[float]  # best validation Dice of fold 0..k-1
     mean_dice: float
-
-
-def fold_dir(run_dir: str | Path, fold: int) -> Path:
-    return Path(run_dir) / f"fold_{fold}"
-
-
-def is_cv_parent(path: str | Path) -> bool:
-    """A folder written by :func:`train_folds` (``cv.json``, or ``fold_*`` runs and no ``plan.yaml`` of its own)."""
-    path = Path(path)
-    if (path / CV_SUMMARY).is_file():
-        return True
-    return not (path / "plan.yaml").is_file() and bool(fold_runs(path))
-
-
-def fold_runs(path: str | Path) -> list[Path]:
-    """The ``fold_<i>`` run directories (with a ``plan.yaml``) inside ``path``, in fold order."""
-    path = Path(path)
-    if not path.is_dir():
-        return []
-    found = [p for p in path.glob("fold_*") if p.name[5:].isdigit() and (p / "plan.yaml").is_file()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def train_folds(
@@ -101,9 +79,7 @@ def _write_summary(run_dir: Path, *, k: int, seed: int, fold_dice: list[float]) 
         "mean_dice": _json_number(_mean(fold_dice)),
     }
     path = run_dir / CV_SUMMARY
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(summary, indent=2))
 
 
 def _json_number(value: float) -> float | None:

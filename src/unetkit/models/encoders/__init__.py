@@ -108,18 +108,18 @@ def create_encoder(
     unknown = sorted(set(kwargs) - set(PLAIN_ONLY_OPTIONS))
     if unknown:
         raise ValueError(f"unknown encoder option(s) {unknown}; accepted: {list(PLAIN_ONLY_OPTIONS)}")
+    encoder: Encoder
     if kind == "plain":
         encoder = _create_plain(in_channels=in_channels, spatial_dims=spatial_dims, depth=depth, **kwargs)
-        if weights is not None:
-            from unetkit.models.encoders.weights import load_encoder_weights
+    else:
+        from unetkit.models.encoders.timm_encoder import TimmEncoder
 
-            load_encoder_weights(encoder, weights)
-        return encoder
-    from unetkit.models.encoders.timm_encoder import TimmEncoder
+        encoder = TimmEncoder(name=canonical, in_channels=in_channels, depth=depth, spatial_dims=spatial_dims)
+    if weights is not None:
+        from unetkit.models.encoders.weights import load_encoder_weights
 
-    return TimmEncoder(
-        name=canonical, in_channels=in_channels, depth=depth, weights=weights, spatial_dims=spatial_dims
-    )
+        load_encoder_weights(encoder, weights)
+    return encoder
 
 
 def _create_plain(*, in_channels: int, spatial_dims: int, depth: int | None, **options: Any) -> Encoder:

@@ -126,7 +126,7 @@ def load_lite0_state_dict(path: str | os.PathLike[str] | None = None) -> dict[st
             raise ValueError(
                 f"{path}: SHA-256 {digest[:8]}... does not match {LITE0_SHA256_PREFIX}: file is corrupt"
             )
-    from unetkit.models.encoders.weights import read_state_dict_file
+    from unetkit.models.encoders.state_files import read_state_dict_file
 
     return map_lite0_state_dict(read_state_dict_file(path))
 
@@ -149,6 +149,8 @@ def convert_lite0_weights(
     """
     from safetensors.torch import save_file
 
+    from unetkit._io import atomic_path
+
     destination = Path(destination)
     if destination.suffix != ".safetensors":
         raise ValueError(f"{destination}: the converted weights must be a .safetensors file")
@@ -161,12 +163,8 @@ def convert_lite0_weights(
         "input_size": str(LITE0_INPUT_SIZE),
     }
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(destination.name + ".tmp")
-    try:
+    with atomic_path(destination) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, destination)
-    finally:
-        tmp.unlink(missing_ok=True)
     return destination
 
 

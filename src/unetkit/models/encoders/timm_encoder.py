@@ -1,8 +1,9 @@
 """Any timm backbone as a U-Net encoder (2D only).
 
 The backbone is built with ``features_only=True`` and ``pretrained=False``: construction never touches
-the network. Pretrained weights come from :func:`unetkit.models.encoders.weights.load_encoder_weights`,
-which reads local files (or, only when asked by name, fetches from a hub).
+the network. Pretrained weights are loaded afterwards by
+:func:`unetkit.models.encoders.weights.load_encoder_weights` (``create_encoder`` does it for you), which
+reads local files (or, only when asked by name, fetches from a hub).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class TimmEncoder(Encoder):
             stems are adapted when weights are loaded (see :func:`adapt_input_conv_weight`).
         depth: how many feature stages to return, shallowest first; None returns every stage timm
             offers (5 for most CNNs: reductions 2..32; 4 for ConvNeXt: reductions 4..32).
-        weights: optional source passed to :func:`load_encoder_weights` after construction.
         spatial_dims: must be 2; timm backbones are 2D.
 
     Attributes:
@@ -44,7 +44,6 @@ class TimmEncoder(Encoder):
         name: str,
         in_channels: int = 3,
         depth: int | None = None,
-        weights: str | None = None,
         spatial_dims: int = 2,
     ) -> None:
         super().__init__()
@@ -80,10 +79,6 @@ class TimmEncoder(Encoder):
         self.stem_weight_key = _stem_weight_key(
             self.pretrained_cfg.get("first_conv"), self.model.state_dict()
         )
-        if weights is not None:
-            from unetkit.models.encoders.weights import load_encoder_weights
-
-            load_encoder_weights(self, weights)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features ``[(N, out_channels[i], H / reductions[i], W / reductions[i]), ...]`` for ``x (N, C, H, W)``.

@@ -1,0 +1,65 @@
+"""Score predictions against labels, as ``unetkit evaluate`` reports them: per image, the mean, the worst cases."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetkit._io import atomic_path, write_json_atomic
+from unetkit.config import Plan
+
+METRICS = ("dice", "iou", "precision", "recall")
+SURFACE_METRICS = ("hd95", "nsd")
+
+
+def score_labels(pred: np.ndarray, target: np.ndarray, plan: Plan, names: Sequence[str]) -> dict[str, float]:
+    """Each metric in ``names`` for one image, averaged over the classes (background left out when it is one)."""
+    from unetkit.metrics import image_metrics
+
+    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
+    per_class = image_metrics(
+        pred, target, metrics=tuple(names), num_classes=classes, ignore_index=plan.data.ignore_index
+    )
+    first = 1 if plan.data.background else 0
+    return {name: float(np.mean(values[first:])) for name, values in per_class.items()}
+
+
+def summarise(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, float]:
+    """The mean of each metric over the images (NaN-aware: an image without the class does not count)."""
+    summary: dict[str, float] = {name: float(np.nanmean([r[name] for r in rows])) for name in names}
+    summary["images"] = len(rows)
+    return summary
+
+
+def write_scores(out: Path, rows: list[dict[str, Any]], summary: dict[str, float]) -> None:
+    """``out/per_image.csv`` and ``out/summary.json``, each written atomically."""
+    with atomic_path(out / "per_image.csv") as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    write_json_atomic(out / "summary.json", summary)
+
+
+def write_worst(folder: Path, cases: list[tuple[float, Any, np.ndarray]], n: int) -> None:
+    """Overlays of prediction and truth for the ``n`` cases with the lowest score (2D images only)."""
+    from unetkit.data.io import write_image
+    from unetkit.infer.overlay import make_overlay
+
+    folder.mkdir(exist_ok=True)
+    for _, sample, labels in sorted(cases, key=lambda c: c[0])[:n]:
+        if labels.ndim != 2:
+            continue
+        image = np.moveaxis(sample.image[:3], 0, -1) if sample.image.shape[0] >= 3 else sample.image[0]
+        # Keys of listed samples can be long relative paths; keep their last two parts, file-name safe.
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(Path(sample.key).parts[-2:])).lstrip("._")
+        write_image(folder / f"{safe}_pred.png", np.moveaxis(make_overlay(image, labels), -1, 0))
+        truth = np.where(sample.mask == 255, 0, sample.mask)
+        write_image(folder / f"{safe}_truth.png", np.moveaxis(make_overlay(image, truth), -1, 0))
+
+
+__all__ = ["METRICS", "SURFACE_METRICS", "score_labels", "summarise", "write_scores", "write_worst"]
