@@ -1,7 +1,7 @@
 """Load test of ``unetkit serve``: latency, throughput and memory under 1 / 4 / 16 concurrent clients, with and
 without micro-batching.
 
-For each round and each mode (micro-batching on, ``--no-batching``; the order alternates between rounds) a
+For each round and each mode (``--batching on``, ``--batching off``; the order alternates between rounds) a
 fresh server process runs ``unetkit serve RUN --host 127.0.0.1 --port 0 --tta none`` (loopback only, a free
 port) and, once ``/ready`` answers, each client level runs: C client threads, each on its own keep-alive
 connection, send ``--requests`` POST /predict of real 512 x 512 ISBI slices (raw PNG bodies, mask answers).
@@ -62,7 +62,7 @@ class ServerProcess:
     def __init__(self, run: Path, *, batching: bool, max_batch: int, max_wait_ms: float, fast: bool) -> None:
         command = [sys.executable, "-m", "unetkit.cli", "serve", str(run), "--host", HOST, "--port", "0",
                    "--tta", "none", "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-                   "--max-queue", "64"] + ([] if batching else ["--no-batching"]) + ([] if fast else ["--no-fast"])
+                   "--max-queue", "64"] + ["--batching", "on" if batching else "off"] + ([] if fast else ["--no-fast"])
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         env.pop("UNETKIT_API_KEY", None)
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

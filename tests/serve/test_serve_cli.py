@@ -63,7 +63,8 @@ def test_cli_serves_until_interrupted(run_2d: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     env.pop("UNETKIT_API_KEY", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "unetkit.cli", "serve", str(run_2d), "--port", "0", "--no-fast", "--max-wait-ms", "2"],
+        [sys.executable, "-m", "unetkit.cli", "serve", str(run_2d), "--port", "0", "--no-fast", "--max-wait-ms", "2",
+         "--batching", "on"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -99,10 +100,12 @@ def test_cli_serves_an_exported_onnx_graph(run_2d: Path, tmp_path: Path) -> None
         port = int(proc.stdout.readline().rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
         assert proc.stdout.readline().startswith("precision: fp32, contiguous layout (ONNX Runtime graph model.onnx)")  # type: ignore[union-attr]
         status, _, body = Client(port).request("POST", "/predict?format=json", png_bytes(isbi_crop()))
+        info = json.loads(Client(port).request("GET", "/info")[2])
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     assert status == 200
+    assert info["batching"]["enabled"] is False  # --batching auto: off on a CPU (measured slower there)
     expected = Predictor.from_run(run_2d, backend="onnx", onnx_path=graph)(isbi_crop()[None].astype(np.float32))
     shares = {c["index"]: c["pixels"] for c in json.loads(body)["classes"]}
     assert shares == {k: int((expected.labels == k).sum()) for k in shares}

@@ -41,8 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most tiles of concurrent requests in one forward pass (default 16)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long the model's worker waits for more tiles to batch (default 5 ms)")
-    parser.add_argument("--no-batching", action="store_true",
-                        help="one forward pass per request batch (to compare with micro-batching)")
+    parser.add_argument("--batching", default="auto", choices=("auto", "on", "off"),
+                        help="micro-batch concurrent requests' tiles in one forward pass: auto = on for CUDA, off "
+                             "on a CPU, where it was measured slower (16 clients on 2 cores: 0.59x the throughput "
+                             "of one pass per request batch; see benchmarks/bench_serve.py) (default auto)")
+    parser.add_argument("--no-batching", action="store_true", help="the same as --batching off")
     parser.add_argument("--max-queue", type=int, default=32,
                         help="most predictions waiting or running; more are refused with 503 + Retry-After (default 32)")
     parser.add_argument("--timeout", type=float, default=120.0,
@@ -91,6 +94,12 @@ def _check_args(args: argparse.Namespace, api_key: str | None) -> None:
         )
 
 
+def _batching_on(args: argparse.Namespace) -> bool:
+    if args.no_batching or args.batching == "off":
+        return False
+    return args.batching == "on" or args.device.startswith("cuda")
+
+
 def run(args: argparse.Namespace) -> int:
     missing = missing_extra()
     if missing:
@@ -115,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                                    **overrides)
     limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
                     max_queue=args.max_queue, timeout_s=args.timeout)
-    batching = Batching(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, enabled=not args.no_batching)
+    batching = Batching(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, enabled=_batching_on(args))
     service = SegmentationService(predictor, run_dir=args.run, limits=limits, batching=batching)
     server = Server(create_app(service, api_key=api_key), args.host, args.port)
     if not is_loopback(args.host):
