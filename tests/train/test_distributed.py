@@ -177,7 +177,13 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(datasets: Path, tm
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     first = torchrun("--out", str(straight), *options)
-    assert first.communicate(timeout=600) and first.returncode == 0
+    _, err = first.communicate(timeout=600)
+    if first.returncode != 0 and "Signal 6 (SIGABRT)" in err:
+        # Seen once in ~10 full-suite runs: a worker aborted in native code (Gloo/loader teardown) while the
+        # reference run ran; the reference is only what the killed run is compared with, so it is run again.
+        first = torchrun("--out", str(straight), "--overwrite", *options)
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
     proc = torchrun("--out", str(killed), *options)
     deadline = time.monotonic() + 300
     while saved_step(killed) < 10 and proc.poll() is None and time.monotonic() < deadline:
