@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import unetkit
 import unetkit.models.base as model_base
-from unetkit.export import ONNXCheckError, export_onnx
+from unetkit.export import ONNXCheckError, ParityCheck, export_onnx
 from unetkit.models.base import SegmentationModel
 
 onnx = pytest.importorskip("onnx")
@@ -64,7 +64,7 @@ def test_model_exports_with_dynamic_axes_and_matches_eager(name, tmp_path):
     model = _tiny(name)
     path = tmp_path / f"{name}.onnx"
     report = export_onnx(
-        model, path, example_shape=(1, 2, 64, 64), check_shapes=[(1, 2, 64, 64), (2, 2, 97, 131)]
+        model, path, example_shape=(1, 2, 64, 64), check=ParityCheck(shapes=[(1, 2, 64, 64), (2, 2, 97, 131)])
     )
     assert model.training and all(m.training for m in model.modules())  # mode restored
     assert set(report["max_abs_diff"]) == {"1x2x64x64", "2x2x97x131"}
@@ -120,7 +120,7 @@ class _Pipeline(nn.Module):
 def test_wrapper_module_with_two_outputs_and_static_spatial_axes(tmp_path):
     wrapper = _Pipeline(_tiny("unet"))
     path = tmp_path / "pipeline.onnx"
-    report = export_onnx(wrapper, path, example_shape=(2, 2, 40, 52), dynamic_hw=False, output_name="out")
+    report = export_onnx(wrapper, path, example_shape=(2, 2, 40, 52), dynamic_hw=False, names=("image", "out"))
     assert report["output_names"] == ["out_0", "out_1"]
     assert report["dynamic_axes"] == {0: "batch"}
     assert list(report["max_abs_diff"]) == ["2x2x40x52", "3x2x40x52"]
@@ -160,7 +160,7 @@ def test_check_raises_on_numeric_mismatch_and_writes_nothing(tmp_path):
         export_onnx(_DiffersWhenExported(), tmp_path / "m.onnx", example_shape=(1, 1, 8, 8))
     assert list(tmp_path.iterdir()) == []
     # without the check the (wrong) file is written: the check is what caught it
-    report = export_onnx(_DiffersWhenExported(), tmp_path / "m.onnx", example_shape=(1, 1, 8, 8), check=False)
+    report = export_onnx(_DiffersWhenExported(), tmp_path / "m.onnx", example_shape=(1, 1, 8, 8), check=None)
     assert report["max_abs_diff"] == {}
     (got,) = _run_onnx(tmp_path / "m.onnx", torch.zeros(1, 1, 8, 8))
     assert (got == 1).all()
@@ -175,7 +175,7 @@ def test_bad_arguments_are_refused_before_exporting(tmp_path):
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(N, C, D, H, W\)"):
         export_onnx(model, tmp_path / "m.onnx", example_shape=(1, 1, 8))
     with pytest.raises(ValueError, match="atol"):
-        export_onnx(model, tmp_path / "m.onnx", example_shape=(1, 1, 8, 8), atol=0)
+        export_onnx(model, tmp_path / "m.onnx", example_shape=(1, 1, 8, 8), check=ParityCheck(atol=0))
     with pytest.raises(TypeError, match="torch.nn.Module"):
         export_onnx(lambda x: x, tmp_path / "m.onnx", example_shape=(1, 1, 8, 8))
     assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,21 @@ class ONNXCheckError(RuntimeError):
     """The exported graph disagrees with eager PyTorch beyond the tolerance."""
 
 
+@dataclass(frozen=True)
+class ParityCheck:
+    """How :func:`export_onnx` compares ONNX Runtime with eager PyTorch.
+
+    Attributes:
+        atol: largest allowed absolute difference between the two outputs.
+        shapes: input shapes to compare on; default: the example shape and a second shape with batch + 1
+            and, with dynamic spatial axes, sizes that are not a multiple of the model's output stride
+            (``model.encoder.output_stride`` if it exists, else 32).
+    """
+
+    atol: float = 1e-4
+    shapes: Sequence[Sequence[int]] | None = None
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -49,11 +65,8 @@ def export_onnx(
     example_shape: Sequence[int],
     opset: int = DEFAULT_OPSET,
     dynamic_hw: bool = True,
-    check: bool = True,
-    atol: float = 1e-4,
-    check_shapes: Sequence[Sequence[int]] | None = None,
-    input_name: str = "image",
-    output_name: str = "logits",
+    check: ParityCheck | None = ParityCheck(),  # noqa: B008  (frozen, so a shared default is safe)
+    names: tuple[str, str] = ("image", "logits"),
 ) -> dict[str, Any]:
     """Export ``model`` to ONNX with a dynamic batch (and spatial) size; optionally verify it.
 
@@ -69,12 +82,8 @@ def export_onnx(
             Timm layers with TF-style "same" padding inside a segmentation model's encoder are traced with
             fixed pads (:func:`unetkit.models.static_padding.with_static_same_padding`): exact there, and the
             exporter no longer spends minutes on their size arithmetic.
-        check: run ONNX Runtime on ``check_shapes`` and compare with eager PyTorch.
-        atol: largest allowed absolute difference between ONNX Runtime and eager outputs.
-        check_shapes: input shapes for the check; default: ``example_shape`` and a second shape with
-            batch + 1 and, with ``dynamic_hw``, spatial sizes that are not a multiple of the model's
-            output stride (``model.encoder.output_stride`` if it exists, else 32).
-        input_name / output_name: graph input and output names (several outputs get ``_0``, ``_1``...).
+        check: run ONNX Runtime and compare with eager PyTorch (:class:`ParityCheck`); None: no check.
+        names: graph input and output names (several outputs get ``_0``, ``_1``...).
 
     Returns:
         ``{"path", "opset", "file_size_bytes", "input_name", "output_names", "dynamic_axes",
@@ -89,15 +98,12 @@ def export_onnx(
         ModuleNotFoundError: ``onnxscript`` (export) or ``onnxruntime`` (check) is not installed.
     """
     example_shape = _check_shape(example_shape, "example_shape")
-    _check_args(model, opset=opset, atol=atol)
+    _check_args(model, opset=opset, atol=check.atol if check is not None else 1.0)
     spatial_dims = len(example_shape) - 2
     if spatial_dims not in SPATIAL_AXIS_NAMES:
         raise ValueError(f"example_shape must be (N, C, H, W) or (N, C, D, H, W), got {example_shape}")
-    shapes = (
-        [_check_shape(s, "check_shapes entry") for s in check_shapes]
-        if check_shapes is not None
-        else _default_check_shapes(model, example_shape, dynamic_hw=dynamic_hw)
-    )
+    shapes = _parity_shapes(model, example_shape, check, dynamic_hw=dynamic_hw)
+    input_name, output_name = names
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     modes = {m: m.training for m in model.modules()}  # restored exactly (e.g. a frozen encoder)
@@ -108,22 +114,37 @@ def export_onnx(
         traced, _ = with_static_same_padding(model)
         program = _capture(traced, example_shape, opset=opset, dynamic_hw=dynamic_hw, input_name=input_name)
         output_names = _rename_outputs(program, output_name)
-        diffs = _save_checked(program, path, model=model, shapes=shapes if check else [], atol=atol)
+        atol = check.atol if check is not None else 0.0
+        diffs = _save_checked(program, path, model=model, shapes=shapes, atol=atol)
     finally:
         for module, training in modes.items():
             module.training = training
-    axes = {0: "batch"}
-    if dynamic_hw:
-        axes.update({2 + i: n for i, n in enumerate(SPATIAL_AXIS_NAMES[spatial_dims])})
     return {
         "path": str(path),
         "opset": int(program.model.opset_imports.get("", opset)),
         "file_size_bytes": path.stat().st_size,
         "input_name": input_name,
         "output_names": output_names,
-        "dynamic_axes": axes,
+        "dynamic_axes": _dynamic_axes(spatial_dims, dynamic_hw=dynamic_hw),
         "max_abs_diff": diffs,
     }
+
+
+def _parity_shapes(
+    model: nn.Module, example_shape: tuple[int, ...], check: ParityCheck | None, *, dynamic_hw: bool
+) -> list[tuple[int, ...]]:
+    if check is None:
+        return []
+    if check.shapes is not None:
+        return [_check_shape(s, "check shapes entry") for s in check.shapes]
+    return _default_check_shapes(model, example_shape, dynamic_hw=dynamic_hw)
+
+
+def _dynamic_axes(spatial_dims: int, *, dynamic_hw: bool) -> dict[int, str]:
+    axes = {0: "batch"}
+    if dynamic_hw:
+        axes.update({2 + i: n for i, n in enumerate(SPATIAL_AXIS_NAMES[spatial_dims])})
+    return axes
 
 
 def _capture(

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from unetkit.infer.tiling import (
+    TileSettings,
     axis_starts,
     constant_weights,
     fits_one_tile,
@@ -98,8 +99,7 @@ def test_blend_is_weighted_mean_of_tiles(blend: str) -> None:
     def tile_mean(x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 1, *x.shape[2:])
 
-    out = sliding_window_predict(tile_mean, torch.from_numpy(image), tile_size=(6, 4), overlap=0.5, blend=blend,
-                                 batch_size=3, sigma_scale=0.25)  # fmt: skip
+    out = sliding_window_predict(tile_mean, torch.from_numpy(image), TileSettings(tile_size=(6, 4), overlap=0.5, blend=blend, batch_size=3, sigma_scale=0.25))  # fmt: skip
     w = (
         gaussian_weights((6, 4), sigma_scale=0.25) if blend == "gaussian" else constant_weights((6, 4))
     ).numpy()
@@ -126,9 +126,7 @@ def test_tiled_equals_whole_image_with_context(
     torch.manual_seed(1)
     image = torch.randn(2, *shape, dtype=dtype)
     model = _conv_model(len(shape), dtype=dtype)
-    tiled = sliding_window_predict(
-        model, image, tile_size=tile, overlap=0.5, blend=blend, batch_size=3, context=RADIUS
-    )
+    tiled = sliding_window_predict(model, image, TileSettings(tile_size=tile, overlap=0.5, blend=blend, batch_size=3, context=RADIUS))
     assert tiled.shape == (3, *shape) and tiled.dtype == torch.float32
     assert float((tiled.double() - _whole(model, image).double()).abs().max()) < 1e-5
 
@@ -137,7 +135,7 @@ def test_without_context_tile_borders_differ() -> None:
     """The equality above is not automatic: without context, tile-edge zero padding changes the result."""
     image = torch.randn(2, 37, 29, generator=torch.Generator().manual_seed(2))
     model = _conv_model(2)
-    tiled = sliding_window_predict(model, image, tile_size=16, overlap=0.5, blend="constant")
+    tiled = sliding_window_predict(model, image, TileSettings(tile_size=16, overlap=0.5, blend="constant"))
     assert float((tiled - _whole(model, image)).abs().max()) > 1e-3
 
 
@@ -148,7 +146,7 @@ def test_pointwise_model_needs_no_context(shape: tuple, blend: str) -> None:
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.Sigmoid()).eval()
     image = torch.randn(2, *shape)
-    tiled = sliding_window_predict(model, image, tile_size=16, overlap=0.25, blend=blend)
+    tiled = sliding_window_predict(model, image, TileSettings(tile_size=16, overlap=0.25, blend=blend))
     assert tiled.shape == (3, *shape)
     assert float((tiled - _whole(model, image)).abs().max()) < 1e-6
 
@@ -164,7 +162,7 @@ def test_small_image_is_padded_at_the_end(pad_mode: str, np_mode: str) -> None:
         seen.append(x[0, 0].numpy().copy())
         return x
 
-    out = sliding_window_predict(record, torch.from_numpy(image), tile_size=(8, 8), pad_mode=pad_mode)
+    out = sliding_window_predict(record, torch.from_numpy(image), TileSettings(tile_size=(8, 8), pad_mode=pad_mode))
     np.testing.assert_array_equal(seen[0], np.pad(image[0], ((0, 3), (0, 1)), mode=np_mode))
     np.testing.assert_allclose(out[0].numpy(), image[0], rtol=1e-6)
 
@@ -178,7 +176,7 @@ def test_pad_to_tile_is_the_one_tile_sliding_window_sends(pad_mode: str) -> None
         seen.append(x.clone())
         return x
 
-    sliding_window_predict(record, image, tile_size=(8, 8), pad_mode=pad_mode)
+    sliding_window_predict(record, image, TileSettings(tile_size=(8, 8), pad_mode=pad_mode))
     assert len(seen) == 1 and seen[0].shape == (1, 2, 8, 8)
     assert torch.equal(pad_to_tile(image, (8, 8), pad_mode=pad_mode), seen[0][0])
     assert fits_one_tile((5, 8), 8) and fits_one_tile((8, 8, 3), (8, 8, 4))
@@ -194,26 +192,26 @@ def test_dtype_device_and_out_channel_checks() -> None:
         assert x.dtype == torch.float64 and x.device.type == "cpu"
         return x.repeat(1, 2, 1, 1)
 
-    out = sliding_window_predict(f64, image, tile_size=8, dtype=torch.float64, device="cpu", out_channels=2)
+    out = sliding_window_predict(f64, image, TileSettings(tile_size=8, dtype=torch.float64, device="cpu", out_channels=2))
     assert out.dtype == torch.float32 and out.shape == (2, 20, 20)
     with pytest.raises(ValueError, match="out_channels"):
-        sliding_window_predict(f64, image, tile_size=8, dtype=torch.float64, out_channels=3)
+        sliding_window_predict(f64, image, TileSettings(tile_size=8, dtype=torch.float64, out_channels=3))
     with pytest.raises(ValueError, match=r"\(B, K, \*tile\)"):
-        sliding_window_predict(lambda x: x[:, :, :4], image, tile_size=8)
+        sliding_window_predict(lambda x: x[:, :, :4], image, TileSettings(tile_size=8))
 
 
 def test_bad_settings_raise_clear_errors() -> None:
     image = torch.zeros(1, 30, 30)
     with pytest.raises(ValueError, match="overlap >= 0.375"):
-        sliding_window_predict(lambda x: x, image, tile_size=16, overlap=0.25, context=3)
+        sliding_window_predict(lambda x: x, image, TileSettings(tile_size=16, overlap=0.25, context=3))
     with pytest.raises(ValueError, match="overlap must be in"):
-        sliding_window_predict(lambda x: x, image, tile_size=16, overlap=1.0)
+        sliding_window_predict(lambda x: x, image, TileSettings(tile_size=16, overlap=1.0))
     with pytest.raises(ValueError, match="tile_size has 3 values"):
-        sliding_window_predict(lambda x: x, image, tile_size=(8, 8, 8))
+        sliding_window_predict(lambda x: x, image, TileSettings(tile_size=(8, 8, 8)))
     with pytest.raises(ValueError, match="blend"):
-        sliding_window_predict(lambda x: x, image, tile_size=8, blend="median")
+        sliding_window_predict(lambda x: x, image, TileSettings(tile_size=8, blend="median"))
     with pytest.raises(ValueError, match="reflect"):
-        sliding_window_predict(lambda x: x, torch.zeros(1, 3, 30), tile_size=8, pad_mode="reflect")
+        sliding_window_predict(lambda x: x, torch.zeros(1, 3, 30), TileSettings(tile_size=8, pad_mode="reflect"))
 
 
 class _Raster:
@@ -253,10 +251,8 @@ def test_windowed_equals_whole_raster_blend_for_any_model(chunk_tiles: int) -> N
     fn = _non_local(_conv_model(2))
     raster = _Raster(image, 3)
     kwargs = {"tile_size": (12, 8), "overlap": 0.5, "blend": "gaussian", "batch_size": 1}
-    stats = predict_raster_windows(
-        fn, raster.read, raster.write, height=41, width=35, chunk_tiles=chunk_tiles, **kwargs
-    )
-    whole = sliding_window_predict(fn, torch.from_numpy(image), **kwargs).numpy()
+    stats = predict_raster_windows(fn, raster.read, raster.write, size=(41, 35), settings=TileSettings(**kwargs), chunk_tiles=chunk_tiles)
+    whole = sliding_window_predict(fn, torch.from_numpy(image), TileSettings(**kwargs)).numpy()
     assert (raster.writes == 1).all()
     np.testing.assert_array_equal(raster.out, whole)
     assert stats.tiles_in_grid == len(tile_grid((41, 35), (12, 8), overlap=0.5))
@@ -271,8 +267,7 @@ def test_windowed_batched_and_with_context_matches_model() -> None:
     whole_model = _whole(model, torch.from_numpy(image)).numpy()
     for blend in ("gaussian", "constant"):
         raster = _Raster(image, 3)
-        predict_raster_windows(model, raster.read, raster.write, height=33, width=30, tile_size=12, overlap=0.5,
-                               blend=blend, batch_size=3, context=RADIUS, chunk_tiles=2)  # fmt: skip
+        predict_raster_windows(model, raster.read, raster.write, size=(33, 30), settings=TileSettings(tile_size=12, overlap=0.5, blend=blend, batch_size=3, context=RADIUS), chunk_tiles=2)  # fmt: skip
         assert (raster.writes == 1).all()
         assert np.abs(raster.out - whole_model).max() < 1e-5
 
@@ -281,10 +276,8 @@ def test_windowed_small_raster_is_padded_like_whole_image() -> None:
     image = np.random.default_rng(6).normal(size=(1, 5, 30)).astype(np.float32)
     fn = _non_local(nn.Identity())
     raster = _Raster(image, 1)
-    stats = predict_raster_windows(
-        fn, raster.read, raster.write, height=5, width=30, tile_size=8, chunk_tiles=1
-    )
-    whole = sliding_window_predict(fn, torch.from_numpy(image), tile_size=8)
+    stats = predict_raster_windows(fn, raster.read, raster.write, size=(5, 30), settings=TileSettings(tile_size=8), chunk_tiles=1)
+    whole = sliding_window_predict(fn, torch.from_numpy(image), TileSettings(tile_size=8))
     np.testing.assert_allclose(raster.out, whole.numpy(), rtol=0, atol=1e-6)
     assert stats.max_window[0] == 8
 
@@ -301,8 +294,7 @@ def test_windowed_memory_does_not_grow_with_the_raster() -> None:
     windows = []
     for size in (150, 400):
         raster = _Raster(np.zeros((1, size, size), dtype=np.float32), 1)
-        stats = predict_raster_windows(lambda x: x, raster.read, raster.write, height=size, width=size,
-                                       tile_size=16, overlap=0.5, batch_size=64, chunk_tiles=4)  # fmt: skip
+        stats = predict_raster_windows(lambda x: x, raster.read, raster.write, size=(size, size), settings=TileSettings(tile_size=16, overlap=0.5, batch_size=64), chunk_tiles=4)  # fmt: skip
         assert (raster.writes == 1).all()
         windows.append(stats.max_window)
     assert windows[0] == windows[1] and max(windows[1]) <= 4 * 8 + 2 * 16

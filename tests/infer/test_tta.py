@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unetkit.infer.tiling import sliding_window_predict
+from unetkit.infer.tiling import TileSettings, sliding_window_predict
 from unetkit.infer.tta import View, apply_tta, make_tta_fn, tta_cost, tta_scales, tta_views
 
 LEVELS = ("none", "flips", "d4", "d4+scales")
@@ -196,7 +196,7 @@ def test_make_tta_fn_adds_uncertainty_channel_and_tiles() -> None:
     model = _random_conv(2).float()
     fn = make_tta_fn(model, level="flips", spatial_dims=2, uncertainty="variance")
     x = torch.randn(2, 20, 17)
-    out = sliding_window_predict(fn, x, tile_size=8, overlap=0.5)
+    out = sliding_window_predict(fn, x, TileSettings(tile_size=8, overlap=0.5))
     assert out.shape == (3, 20, 17)
     assert float(out[2].min()) >= 0 and float(out[2].max()) > 0
     plain = make_tta_fn(model, level="none")

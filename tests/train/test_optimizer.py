@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from unetkit.cli import main
+from unetkit.models.ema import ema_decay_at
+from unetkit.models.ema import update_ema as _update_ema
 from unetkit.models.factory import create_model
-from unetkit.train.loop import _update_ema
-from unetkit.train.schedule import ema_decay_at
 from unetkit.train.setup import build_optimizer
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from unetkit.diffusion.data import ImageFolder, random_batch
 from unetkit.diffusion.schedule import NoiseSchedule
+from unetkit.models.ema import ema_decay_at, update_ema
 
 
 @dataclass
@@ -77,16 +78,11 @@ class EMA:
 
     def current_decay(self) -> float:
         """The decay the next update uses: ramps from 0.1 towards ``decay`` (so early weights fade fast)."""
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+        return ema_decay_at(self.updates, decay=self.decay)
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """``ema = d * ema + (1 - d) * current`` for every parameter."""
-        d = self.current_decay()
-        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1 - d)
-        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            ema_b.copy_(b)
+        """``ema = d * ema + (1 - d) * current`` for every parameter (see :func:`unetkit.models.ema.update_ema`)."""
+        update_ema(self.model, model, decay=self.current_decay())
         self.updates += 1
 
 

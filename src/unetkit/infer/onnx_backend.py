@@ -82,7 +82,7 @@ def export_pipeline(
     Raises:
         unetkit.export.ONNXCheckError: ONNX Runtime disagrees with PyTorch by more than ``atol``.
     """
-    from unetkit.export import export_onnx
+    from unetkit.export import ParityCheck, export_onnx
 
     tile = tuple(int(t) for t in tile_size)
     example = (1, int(in_channels), *tile)
@@ -90,8 +90,8 @@ def export_pipeline(
     if check_sizes is not None:
         shapes = [(1 + i % 2, int(in_channels), *map(int, size)) for i, size in enumerate(check_sizes)]
     return export_onnx(
-        ProbabilityModel(model), path, example_shape=example, check=True, atol=atol, check_shapes=shapes,
-        input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+        ProbabilityModel(model), path, example_shape=example, check=ParityCheck(atol=atol, shapes=shapes),
+        names=(INPUT_NAME, OUTPUT_NAME),
     )  # fmt: skip
 
 

@@ -192,15 +192,13 @@ def blended_probabilities(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Normalise a raw ``(C, *spatial)`` image as ``plan`` says, run ``tile_fn`` over its Gaussian-blended tiles and
     split off the uncertainty channel that ``tile_fn`` appends when ``uncertainty`` (a single model or an ensemble)."""
-    from unetkit.infer.tiling import sliding_window_predict
+    from unetkit.infer.tiling import TileSettings, sliding_window_predict
 
     out = sliding_window_predict(
         tile_fn,
         torch.from_numpy(normalize_for(image, plan.data)),
-        tile_size=tuple(infer.tile_size),
-        overlap=infer.overlap,
-        blend=infer.blend,
-        batch_size=infer.batch_size,
+        TileSettings(tile_size=tuple(infer.tile_size), overlap=infer.overlap, blend=infer.blend,
+                     batch_size=infer.batch_size),
     ).numpy()
     if uncertainty:
         return out[:-1], out[-1]

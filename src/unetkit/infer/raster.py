@@ -167,7 +167,7 @@ def predict_raster(
             unreadable raster.
     """
     from unetkit.data.geotiff import raster_shape, read_geotiff
-    from unetkit.infer.tiling import predict_raster_windows
+    from unetkit.infer.tiling import TileSettings, predict_raster_windows
 
     path = Path(path)
     if predictor.spatial_dims != 2:
@@ -200,9 +200,10 @@ def predict_raster(
             _write_outputs(writers, out, (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start),
                            classes=classes, threshold=predictor.infer.threshold, tta=predictor.with_uncertainty)
 
+        settings = TileSettings(tile_size=tile, overlap=predictor.infer.overlap, blend=predictor.infer.blend,
+                                batch_size=predictor.infer.batch_size)
         windows = predict_raster_windows(
-            predictor.tile_fn(), read_window, write_window, height=height, width=width, tile_size=tile,
-            overlap=predictor.infer.overlap, blend=predictor.infer.blend, batch_size=predictor.infer.batch_size,
+            predictor.tile_fn(), read_window, write_window, size=(height, width), settings=settings,
             chunk_tiles=chunk_tiles,
         )  # fmt: skip
     written = [Path(p) for p in (mask_path, prob_path, uncertainty_path) if p is not None]

@@ -231,6 +231,38 @@ def pad_to_tile(image: torch.Tensor, tile_size: int | Sequence[int], *, pad_mode
 
 
 @dataclass(frozen=True)
+class TileSettings:
+    """How a tiled prediction runs (everything but the function and the image).
+
+    Attributes:
+        tile_size: tile shape (int: same along every axis).
+        overlap: fraction of a tile shared with its neighbour, in [0, 1).
+        blend: ``gaussian`` or ``constant`` weights.
+        batch_size: tiles per call of ``fn``.
+        out_channels: ``K`` if known (checked); inferred from the first batch otherwise.
+        device: where tiles are sent for ``fn`` (default: the image's device). Accumulation stays on the
+            image's device, so a CPU image with a GPU model only keeps tiles on the GPU.
+        dtype: dtype of the tiles given to ``fn`` (default: the image dtype if floating, else float32).
+        context: pixels discarded at inner tile edges; use >= the model's receptive-field radius for a
+            result equal to a whole-image prediction.
+        pad_mode: how axes shorter than the tile are padded: ``constant`` (zeros), ``replicate``, ``reflect``.
+        sigma_scale, min_weight: Gaussian importance-map settings (see :func:`gaussian_weights`).
+    """
+
+    tile_size: int | Sequence[int]
+    overlap: float = 0.5
+    blend: str = "gaussian"
+    batch_size: int = 4
+    out_channels: int | None = None
+    device: torch.device | str | None = None
+    dtype: torch.dtype | None = None
+    context: int | Sequence[int] = 0
+    pad_mode: str = "constant"
+    sigma_scale: float = 1.0 / 8.0
+    min_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
 class _Settings:
     """Everything about a tiled prediction except the image (shared by the whole-image and windowed paths)."""
 
@@ -285,76 +317,38 @@ def _accumulate(
 
 
 def _settings(
-    spatial_shape: Sequence[int],
-    *,
-    tile_size: int | Sequence[int],
-    overlap: float,
-    blend: str,
-    batch_size: int,
-    out_channels: int | None,
-    device: torch.device | str | None,
-    dtype: torch.dtype | None,
-    context: int | Sequence[int],
-    image_device: torch.device,
-    image_dtype: torch.dtype,
-    sigma_scale: float,
-    min_weight: float,
+    spatial_shape: Sequence[int], options: TileSettings, *, image_device: torch.device, image_dtype: torch.dtype
 ) -> _Settings:
     ndim = len(spatial_shape)
     if ndim not in (2, 3):
         raise ValueError(f"tiled prediction supports 2D or 3D images, got {ndim} spatial dimensions")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    tile = _check_tile(tile_size, ndim)
-    ctx = _as_tuple(context, ndim, "context")
-    starts = [axis_starts(int(n), t, overlap=overlap) for n, t in zip(spatial_shape, tile, strict=True)]
+    if options.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {options.batch_size}")
+    tile = _check_tile(options.tile_size, ndim)
+    ctx = _as_tuple(options.context, ndim, "context")
+    starts = [axis_starts(int(n), t, overlap=options.overlap) for n, t in zip(spatial_shape, tile, strict=True)]
     _check_context(starts, tile, ctx)
+    weights = blend_weights(tile, blend=options.blend, sigma_scale=options.sigma_scale, min_weight=options.min_weight)
     return _Settings(
         tile=tile,
         padded=padded_shape(spatial_shape, tile),
         context=ctx,
-        weights=blend_weights(tile, blend=blend, sigma_scale=sigma_scale, min_weight=min_weight),
-        batch_size=int(batch_size),
-        out_channels=out_channels,
-        device=torch.device(device) if device is not None else image_device,
-        dtype=dtype or (image_dtype if image_dtype.is_floating_point else torch.float32),
+        weights=weights,
+        batch_size=int(options.batch_size),
+        out_channels=options.out_channels,
+        device=torch.device(options.device) if options.device is not None else image_device,
+        dtype=options.dtype or (image_dtype if image_dtype.is_floating_point else torch.float32),
     )
 
 
-def sliding_window_predict(
-    fn: TileFn,
-    image: torch.Tensor | np.ndarray,
-    *,
-    tile_size: int | Sequence[int],
-    overlap: float = 0.5,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    out_channels: int | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    context: int | Sequence[int] = 0,
-    pad_mode: str = "constant",
-    sigma_scale: float = 1.0 / 8.0,
-    min_weight: float = 1e-3,
-) -> torch.Tensor:
+def sliding_window_predict(fn: TileFn, image: torch.Tensor | np.ndarray, settings: TileSettings) -> torch.Tensor:
     """Predict a whole image tile by tile and blend the tiles (see the module docstring).
 
     Args:
         fn: maps a batch ``(B, C, *tile)`` to ``(B, K, *tile)`` (probabilities or logits); called without
             gradients. Put a module in eval mode first.
         image: ``(C, *spatial)`` with 2 or 3 spatial dimensions.
-        tile_size: tile shape (int: same along every axis).
-        overlap: fraction of a tile shared with its neighbour, in [0, 1).
-        blend: ``gaussian`` or ``constant`` weights.
-        batch_size: tiles per call of ``fn``.
-        out_channels: ``K`` if known (checked); inferred from the first batch otherwise.
-        device: where tiles are sent for ``fn`` (default: the image's device). Accumulation stays on the
-            image's device, so a CPU image with a GPU model only keeps tiles on the GPU.
-        dtype: dtype of the tiles given to ``fn`` (default: the image dtype if floating, else float32).
-        context: pixels discarded at inner tile edges; use >= the model's receptive-field radius for a
-            result equal to a whole-image prediction.
-        pad_mode: how axes shorter than the tile are padded: ``constant`` (zeros), ``replicate``, ``reflect``.
-        sigma_scale, min_weight: Gaussian importance-map settings (see :func:`gaussian_weights`).
+        settings: tile shape, overlap, blending, batching, devices (see :class:`TileSettings`).
 
     Returns:
         float32 tensor ``(K, *spatial)`` on the image's device.
@@ -366,15 +360,11 @@ def sliding_window_predict(
     if image.ndim not in (3, 4):
         raise ValueError(f"image must be (C, H, W) or (C, D, H, W), got shape {tuple(image.shape)}")
     spatial = tuple(image.shape[1:])
-    settings = _settings(
-        spatial, tile_size=tile_size, overlap=overlap, blend=blend, batch_size=batch_size,
-        out_channels=out_channels, device=device, dtype=dtype, context=context, image_device=image.device,
-        image_dtype=image.dtype, sigma_scale=sigma_scale, min_weight=min_weight,
-    )  # fmt: skip
-    padded = _pad_end(image, settings.padded, pad_mode)
-    tiles = tile_grid(spatial, settings.tile, overlap=overlap)
+    resolved = _settings(spatial, settings, image_device=image.device, image_dtype=image.dtype)
+    padded = _pad_end(image, resolved.padded, settings.pad_mode)
+    tiles = tile_grid(spatial, resolved.tile, overlap=settings.overlap)
     with torch.no_grad():
-        num, den = _accumulate(fn, padded, tiles, (0,) * len(spatial), settings)
+        num, den = _accumulate(fn, padded, tiles, (0,) * len(spatial), resolved)
     crop = (slice(None), *(slice(0, n) for n in spatial))
     return (num / den)[crop]
 
@@ -432,20 +422,9 @@ def predict_raster_windows(
     read_window: ReadWindow,
     write_window: WriteWindow,
     *,
-    height: int,
-    width: int,
-    tile_size: int | Sequence[int],
-    overlap: float = 0.5,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    out_channels: int | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    context: int | Sequence[int] = 0,
-    pad_mode: str = "constant",
+    size: tuple[int, int],
+    settings: TileSettings,
     chunk_tiles: int = 8,
-    sigma_scale: float = 1.0 / 8.0,
-    min_weight: float = 1e-3,
 ) -> WindowStats:
     """Tiled prediction of a huge 2D raster, chunk by chunk, with memory independent of the raster size.
 
@@ -464,33 +443,29 @@ def predict_raster_windows(
             always lie inside the raster (e.g. a rasterio ``Window.from_slices`` read, already normalised).
         write_window: ``write_window(rows, cols, probs)`` receives float32 ``(K, h, w)`` numpy outputs for
             disjoint core windows that together cover the raster.
-        height, width: raster size.
+        size: raster size ``(height, width)``.
+        settings: as in :func:`sliding_window_predict`.
         chunk_tiles: grid steps per chunk side; larger chunks use more memory but re-predict fewer tiles
             (tiles crossing a chunk border are predicted for each chunk they touch).
-        Other arguments: as in :func:`sliding_window_predict`.
 
     Returns:
         :class:`WindowStats`.
     """
     if chunk_tiles < 1:
         raise ValueError(f"chunk_tiles must be >= 1, got {chunk_tiles}")
-    settings = _settings(
-        (height, width), tile_size=tile_size, overlap=overlap, blend=blend, batch_size=batch_size,
-        out_channels=out_channels, device=device, dtype=dtype, context=context, image_device=torch.device("cpu"),
-        image_dtype=torch.float32, sigma_scale=sigma_scale, min_weight=min_weight,
-    )  # fmt: skip
-    (th, tw), size = settings.tile, (height, width)
-    starts = [axis_starts(n, t, overlap=overlap) for n, t in zip(size, settings.tile, strict=True)]
-    plans = [_chunk_plan(s, t, n, chunk_tiles) for s, t, n in zip(starts, settings.tile, size, strict=True)]
+    resolved = _settings(size, settings, image_device=torch.device("cpu"), image_dtype=torch.float32)
+    th, tw = resolved.tile
+    starts = [axis_starts(n, t, overlap=settings.overlap) for n, t in zip(size, resolved.tile, strict=True)]
+    plans = [_chunk_plan(s, t, n, chunk_tiles) for s, t, n in zip(starts, resolved.tile, size, strict=True)]
     predicted, largest = 0, (0, 0)
     for (r0, r1, row_starts), (c0, c1, col_starts) in itertools.product(*plans):
         rows = slice(row_starts[0], row_starts[-1] + th)
         cols = slice(col_starts[0], col_starts[-1] + tw)
-        window = _read(read_window, rows, cols, size, pad_mode)
-        settings = _settings_with_dtype(settings, window.dtype, dtype)
+        window = _read(read_window, rows, cols, size, settings.pad_mode)
+        resolved = _settings_with_dtype(resolved, window.dtype, settings.dtype)
         tiles = [(slice(r, r + th), slice(c, c + tw)) for r, c in itertools.product(row_starts, col_starts)]
         with torch.no_grad():
-            num, den = _accumulate(fn, window, tiles, (rows.start, cols.start), settings)
+            num, den = _accumulate(fn, window, tiles, (rows.start, cols.start), resolved)
         core = (slice(None), slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start, c1 - cols.start))
         write_window(slice(r0, r1), slice(c0, c1), (num[core] / den[core[1:]]).cpu().numpy())
         predicted += len(tiles)

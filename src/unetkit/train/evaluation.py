@@ -22,7 +22,7 @@ def predict_probabilities(
     memory_format: torch.memory_format | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(K, *spatial)`` for a normalised ``image (C, *spatial)`` by Gaussian-blended tiles."""
-    from unetkit.infer.tiling import sliding_window_predict
+    from unetkit.infer.tiling import TileSettings, sliding_window_predict
 
     device = next(model.parameters()).device
 
@@ -40,10 +40,7 @@ def predict_probabilities(
         probs = sliding_window_predict(
             forward,
             torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
-            tile_size=tuple(tile_size),
-            overlap=overlap,
-            blend="gaussian",
-            batch_size=batch_size,
+            TileSettings(tile_size=tuple(tile_size), overlap=overlap, blend="gaussian", batch_size=batch_size),
         )
     finally:
         model.train(was_training)

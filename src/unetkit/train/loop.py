@@ -15,27 +15,32 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from unetkit.config import Plan
+from unetkit.config import Plan, TrainConfig
 from unetkit.models.base import save_pretrained
+from unetkit.models.ema import ema_decay_at, update_ema
 from unetkit.models.factory import create_model
-from unetkit.precision import autocast, backward_and_step, choose_precision, grad_scaler_for
+from unetkit.precision import PrecisionChoice, autocast, backward_and_step, choose_precision, grad_scaler_for
+from unetkit.ranks import DistContext
 from unetkit.train import distributed
 from unetkit.train.align import align_predictions
 from unetkit.train.batches import Example, PatchBatcher
-from unetkit.train.budget import default_val_every, first_estimate, re_estimate
+from unetkit.train.budget import default_val_every, first_estimate
 from unetkit.train.checkpoint import load_training_state, save_training_state
 from unetkit.train.evaluation import foreground_dice, predict_labels
 from unetkit.train.logging import MetricsLog, Progress, TensorBoardLog
 from unetkit.train.overlays import write_validation_overlays
 from unetkit.train.prefetch import BatchStream
-from unetkit.train.schedule import ema_decay_at, lr_at
+from unetkit.train.schedule import lr_at
 from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
+from unetkit.train.state import LoopState
 
 CALIBRATION_STEPS = 8
 
@@ -75,7 +80,85 @@ def train(
     train_set, val_set = split_examples(
         examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold
     )
-    batcher = PatchBatcher(
+    # 2. Model, optimiser, loss, precision.
+    parts = _build_parts(plan, dev, ctx)
+    # 3. Fresh start or exact resume; only rank 0 logs, shows progress and writes files.
+    state = _start_state(plan, run_dir, parts, resume=resume, main=ctx.is_main)
+    out = _Reporters.open(run_dir, state, resume=resume, main=ctx.is_main)
+    _note_precision(state, parts.precision, out.progress)
+    started = time.perf_counter() - state.elapsed
+    batches = BatchStream(
+        _batcher(plan, train_set), seed=cfg.seed, start=state.step, workers=cfg.workers,
+        pin_memory=dev.type == "cuda", rank=ctx.rank,
+    )  # fmt: skip
+
+    # 4. The loop: a step, the budget, and now and then an evaluation with checkpoints.
+    parts.model.train()
+    while not state.finished():
+        lr = _set_learning_rate(parts.optimizer, cfg, state)
+        loss = _train_step(parts, next(batches), dev, ema_decay=_ema_decay(cfg, state.step + 1))
+        state.step += 1
+        state.elapsed = time.perf_counter() - started
+        _calibrate_budget(state, cfg, ctx, out.progress)
+        loss_value = loss.item()
+        out.progress.update(state.step, loss=loss_value, lr=lr)
+        stopping = bool(stop_after) and state.step >= (stop_after or 0)
+        evaluate = _evaluation_due(state, cfg) or state.finished() or stopping
+        if evaluate and ctx.is_main:
+            score = _evaluate_and_checkpoint(plan, run_dir, parts, val_set, state, started=started)
+            out.record(state, loss=loss_value, lr=lr, score=score)
+        if evaluate and ctx.enabled:
+            _follow_rank0(ctx, state)
+        if stopping or (cfg.early_stop_patience and state.stale >= cfg.early_stop_patience):
+            break  # asked to stop, or no validation improvement in `early_stop_patience` evaluations
+    batches.close()
+    out.close()
+    result = TrainResult(
+        run_dir=run_dir, steps=state.step, best_score=state.best, seconds=state.elapsed, precision=parts.precision.name
+    )
+    if ctx.is_main:
+        result.alignment = _finish(plan, run_dir, parts, val_set, out, dev)
+    return result
+
+
+@dataclass
+class _Parts:
+    """What the steps need: the model (and its DDP wrapper ``net``), EMA copy, optimiser, loss, precision."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module
+    ema: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    loss_fn: Callable[..., torch.Tensor]
+    precision: PrecisionChoice
+    grad_clip: float
+
+
+def _build_parts(plan: Plan, dev: torch.device, ctx: DistContext) -> _Parts:
+    cfg = plan.train
+    model = create_model(plan.model.name, **plan.model.kwargs).to(dev)
+    precision = choose_precision(cfg.precision, dev, spatial_dims=plan.data.spatial_dims, inference=False)
+    if precision.layout is not None:
+        model = model.to(memory_format=precision.layout)
+    optimizer = build_optimizer(
+        model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, encoder_lr_scale=cfg.encoder_lr_scale
+    )
+    return _Parts(
+        model=model,
+        net=distributed.wrap(model, ctx, dev),  # the same module (and parameters) unless distributed
+        ema=copy.deepcopy(model).eval() if cfg.ema else None,
+        optimizer=optimizer,
+        scaler=grad_scaler_for(dev, precision.dtype),  # fp16 on CUDA only
+        loss_fn=_loss(plan),
+        precision=precision,
+        grad_clip=cfg.grad_clip,
+    )
+
+
+def _batcher(plan: Plan, train_set: list[Example]) -> PatchBatcher:
+    cfg = plan.train
+    return PatchBatcher(
         train_set,
         patch_size=tuple(cfg.patch_size),
         batch_size=cfg.batch_size,
@@ -85,151 +168,157 @@ def train(
         background=plan.data.background,
     )
 
-    # 2. Model, optimiser, loss, precision.
-    model = create_model(plan.model.name, **plan.model.kwargs).to(dev)
-    precision = choose_precision(cfg.precision, dev, spatial_dims=plan.data.spatial_dims, inference=False)
-    amp_dtype, layout = precision.dtype, precision.layout
-    if layout is not None:
-        model = model.to(memory_format=layout)
-    ema = copy.deepcopy(model).eval() if cfg.ema else None
-    scaler = grad_scaler_for(dev, amp_dtype)  # fp16 on CUDA only
-    optimizer = build_optimizer(
-        model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, encoder_lr_scale=cfg.encoder_lr_scale
-    )
-    loss_fn = _loss(plan)
-    net = distributed.wrap(model, ctx, dev)  # the same module (and parameters) unless distributed
 
-    # 3. Fresh start or exact resume.
-    state = {
-        "step": 0,
-        "total_steps": cfg.steps if not cfg.time_budget_s else 0,
-        "best": -1.0,
-        "elapsed": 0.0,
-    }
+def _start_state(plan: Plan, run_dir: Path, parts: _Parts, *, resume: bool, main: bool) -> LoopState:
+    """A fresh state (and the plan written into the run), or the saved one with every tensor restored."""
     if resume:
-        state = load_training_state(run_dir, model=model, optimizer=optimizer, ema=ema, grad_scaler=scaler)
-    elif ctx.is_main:
-        plan.save(run_dir / "plan.yaml")
-    main = ctx.is_main  # only rank 0 logs, shows progress and writes files
-    log = MetricsLog(run_dir / "metrics.csv", resume=resume) if main else _Silent()
-    # TensorBoard scalars when the package is installed (else a no-op); on resume, later events are dropped.
-    tb = TensorBoardLog(run_dir / "tb", purge_step=state["step"] + 1 if resume else None) if main else _Silent()
-    progress = Progress(total=state["total_steps"] or None, start=state["step"]) if main else _Silent()
-    progress.note(precision.describe())
-    if state.setdefault("precision", precision.name) != precision.name:
-        progress.note(f"note: this run trained in {state['precision']} before; it continues in {precision.name}, "
-                      "so it will not match an uninterrupted run bit for bit")
-        state["precision"] = precision.name
-    started = time.perf_counter() - state["elapsed"]
-    pin = dev.type == "cuda"
-    batches = BatchStream(
-        batcher, seed=cfg.seed, start=state["step"], workers=cfg.workers, pin_memory=pin, rank=ctx.rank
-    )
-
-    # 4. The loop.
-    model.train()
-    while state["total_steps"] == 0 or state["step"] < state["total_steps"]:
-        step = state["step"]
-        total_for_lr = state["total_steps"] or _provisional_total(cfg)
-        # Warm-up never takes more than a tenth of the run (short CPU budgets plan only ~100s of steps).
-        warmup = min(cfg.warmup_steps, max(total_for_lr // 10, 1))
-        lr = lr_at(step, base_lr=cfg.lr, total_steps=total_for_lr, warmup_steps=warmup, kind=cfg.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-
-        x, y = next(batches)
-        x, y = x.to(dev, non_blocking=x.is_pinned()), y.to(dev, non_blocking=y.is_pinned())
-        if layout is not None:
-            x = x.contiguous(memory_format=layout)
-        with autocast(dev, amp_dtype):
-            outputs = net(x)
-        loss = loss_fn(_as_float(outputs), y)
-        params = list(model.parameters())
-        backward_and_step(
-            loss, optimizer=optimizer, parameters=params, grad_clip=cfg.grad_clip, scaler=scaler
+        scalars = load_training_state(
+            run_dir, model=parts.model, optimizer=parts.optimizer, ema=parts.ema, grad_scaler=parts.scaler
         )
-        if ema is not None:
-            _update_ema(ema, model, decay=ema_decay_at(step + 1, decay=float(cfg.ema)))
-        state["step"] = step = step + 1
-        state["elapsed"] = time.perf_counter() - started
+        return LoopState.from_scalars(scalars)
+    if main:
+        plan.save(run_dir / "plan.yaml")
+    return LoopState(total_steps=plan.train.steps if not plan.train.time_budget_s else 0)
 
-        # A time budget becomes a step count after a short calibration, re-estimated after each evaluation
-        # (see train/budget.py); the count is stored, so resume is exact. The first steps pay one-off costs,
-        # so the pace of training steps is measured from step 2, evaluation time excluded.
-        if step == 2:
-            state["paced_from"] = [step, _training_seconds(state)]
-        if not state["total_steps"] and step == CALIBRATION_STEPS:
-            estimate = first_estimate(
-                budget_s=cfg.time_budget_s or 0,
-                elapsed_s=state["elapsed"],
-                step=step,
-                step_s=_step_seconds(state),
-            )
-            state["total_steps"] = distributed.broadcast_ints(ctx, [estimate])[0]  # rank 0's pace decides
-            progress.set_total(state["total_steps"])
-        loss_value = loss.item()
-        progress.update(step, loss=loss_value, lr=lr)
 
-        done = bool(state["total_steps"]) and step >= state["total_steps"]
-        if state["total_steps"] and not state.get("val_every"):
-            state["val_every"] = cfg.val_every or default_val_every(state["total_steps"])
-        due = bool(state["total_steps"]) and step % state.get("val_every", 1) == 0
-        if (due or done or (stop_after and step >= stop_after)) and main:
-            eval_started = time.perf_counter()
-            scored = ema if ema is not None else model
-            score = (
-                _validate(scored, val_set, plan, amp_dtype=amp_dtype, layout=layout)
-                if val_set
-                else float("nan")
-            )
-            improved = not val_set or score > state["best"]
-            state["stale"] = 0 if improved else state.get("stale", 0) + 1
-            if improved:
-                state["best"] = score if val_set else state["best"]
-                save_pretrained(scored, run_dir / "best")
-            save_pretrained(scored, run_dir / "last")
-            _account_evaluation(
-                state, seconds=time.perf_counter() - eval_started, now=time.perf_counter() - started
-            )
-            if cfg.time_budget_s and not done:
-                # The alignment step after the loop costs about one more evaluation: keep time for it.
-                reserve = state["eval_s"] / state["evals"] if cfg.align and val_set else 0.0
-                state["total_steps"] = _re_estimate(state, budget_s=cfg.time_budget_s - reserve)
-                if not cfg.val_every:  # a first estimate made while loader workers started can be far too low
-                    state["val_every"] = max(state["val_every"], default_val_every(state["total_steps"]))
-                progress.set_total(state["total_steps"])
-            save_training_state(
-                run_dir, model=model, optimizer=optimizer, ema=ema, scalars=state, grad_scaler=scaler
-            )
-            log.write(step=step, loss=loss_value, lr=lr, val_dice=score, elapsed=state["elapsed"])
-            tb.write(step=step, loss=loss_value, lr=lr, val_dice=score)
-            progress.evaluation(step, loss=loss_value, val_dice=score, best=state["best"])
-        if ctx.enabled and (due or done or (stop_after and step >= stop_after)):
-            # Every process follows rank 0's step count, evaluation interval and early stop.
-            stale = state.get("stale", 0) if main else 0
-            state["total_steps"], state["val_every"], state["stale"] = distributed.broadcast_ints(
-                ctx, [state["total_steps"], state.get("val_every", 0), stale]
-            )
-        if stop_after and step >= stop_after:
-            break
-        if cfg.early_stop_patience and state.get("stale", 0) >= cfg.early_stop_patience:
-            break  # no validation improvement in `early_stop_patience` evaluations
+def _note_precision(state: LoopState, precision: PrecisionChoice, progress: Progress | _Silent) -> None:
+    progress.note(precision.describe())
+    if state.precision and state.precision != precision.name:
+        progress.note(f"note: this run trained in {state.precision} before; it continues in {precision.name}, "
+                      "so it will not match an uninterrupted run bit for bit")
+    state.precision = precision.name
 
-    batches.close()
-    progress.close()
-    tb.close()
-    if not main:
-        return TrainResult(run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"],
-                           precision=precision.name)
-    log.plot(run_dir / "curve.png")
 
-    # 5. Move predictions by the sub-pixel shift that best fits the validation labels, if one wins clearly.
-    alignment = align_predictions(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
-    write_validation_overlays(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
-    return TrainResult(
-        run_dir=run_dir, steps=state["step"], best_score=state["best"], seconds=state["elapsed"],
-        alignment=alignment, precision=precision.name,
+def _set_learning_rate(optimizer: torch.optim.Optimizer, cfg: TrainConfig, state: LoopState) -> float:
+    total = state.total_steps or _provisional_total(cfg)
+    # Warm-up never takes more than a tenth of the run (short CPU budgets plan only ~100s of steps).
+    warmup = min(cfg.warmup_steps, max(total // 10, 1))
+    lr = lr_at(state.step, base_lr=cfg.lr, total_steps=total, warmup_steps=warmup, kind=cfg.schedule)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr
+
+
+def _train_step(
+    parts: _Parts, batch: tuple[torch.Tensor, torch.Tensor], dev: torch.device, *, ema_decay: float
+) -> torch.Tensor:
+    """One optimiser step on ``batch`` (and the EMA update); returns the loss."""
+    x, y = batch
+    x, y = x.to(dev, non_blocking=x.is_pinned()), y.to(dev, non_blocking=y.is_pinned())
+    layout = parts.precision.layout
+    if layout is not None:
+        x = x.contiguous(memory_format=layout)
+    with autocast(dev, parts.precision.dtype):
+        outputs = parts.net(x)
+    loss = parts.loss_fn(_as_float(outputs), y)
+    backward_and_step(
+        loss, optimizer=parts.optimizer, parameters=list(parts.model.parameters()), grad_clip=parts.grad_clip,
+        scaler=parts.scaler,
+    )  # fmt: skip
+    if parts.ema is not None:
+        update_ema(parts.ema, parts.model, decay=ema_decay)
+    return loss
+
+
+def _calibrate_budget(state: LoopState, cfg: TrainConfig, ctx: DistContext, progress: Any) -> None:
+    """A time budget becomes a step count after a short calibration (re-estimated after each evaluation, see
+    train/budget.py); the count is stored, so resume is exact. The first steps pay one-off costs, so the pace
+    of training steps is measured from step 2, evaluation time excluded."""
+    if state.step == 2:
+        state.paced_from = [state.step, state.training_seconds()]
+    if not state.total_steps and state.step == CALIBRATION_STEPS:
+        estimate = first_estimate(
+            budget_s=cfg.time_budget_s or 0, elapsed_s=state.elapsed, step=state.step, step_s=state.step_seconds()
+        )
+        state.total_steps = distributed.broadcast_ints(ctx, [estimate])[0]  # rank 0's pace decides
+        progress.set_total(state.total_steps)
+
+
+def _evaluation_due(state: LoopState, cfg: TrainConfig) -> bool:
+    if not state.total_steps:
+        return False
+    if not state.val_every:
+        state.val_every = cfg.val_every or default_val_every(state.total_steps)
+    return state.step % state.val_every == 0
+
+
+def _evaluate_and_checkpoint(
+    plan: Plan, run_dir: Path, parts: _Parts, val_set: list[Example], state: LoopState, *, started: float
+) -> float:
+    """Validate (the EMA copy when there is one), save ``best``/``last``, re-plan the budget, save the state."""
+    cfg = plan.train
+    eval_started = time.perf_counter()
+    scored = parts.ema if parts.ema is not None else parts.model
+    precision = parts.precision
+    score = _validate(scored, val_set, plan, amp_dtype=precision.dtype, layout=precision.layout) if val_set else float("nan")
+    improved = not val_set or score > state.best
+    state.stale = 0 if improved else state.stale + 1
+    if improved:
+        state.best = score if val_set else state.best
+        save_pretrained(scored, run_dir / "best")
+    save_pretrained(scored, run_dir / "last")
+    state.count_evaluation(seconds=time.perf_counter() - eval_started, now=time.perf_counter() - started)
+    if cfg.time_budget_s and not state.finished():
+        # The alignment step after the loop costs about one more evaluation: keep time for it.
+        reserve = state.eval_s / state.evals if cfg.align and val_set else 0.0
+        state.total_steps = state.re_estimate(budget_s=cfg.time_budget_s - reserve)
+        if not cfg.val_every:  # a first estimate made while loader workers started can be far too low
+            state.val_every = max(state.val_every, default_val_every(state.total_steps))
+    save_training_state(
+        run_dir, model=parts.model, optimizer=parts.optimizer, ema=parts.ema, scalars=state.to_scalars(),
+        grad_scaler=parts.scaler,
+    )  # fmt: skip
+    return score
+
+
+def _follow_rank0(ctx: DistContext, state: LoopState) -> None:
+    """Every process follows rank 0's step count, evaluation interval and early stop."""
+    stale = state.stale if ctx.is_main else 0
+    state.total_steps, state.val_every, state.stale = distributed.broadcast_ints(
+        ctx, [state.total_steps, state.val_every, stale]
     )
+
+
+def _finish(
+    plan: Plan, run_dir: Path, parts: _Parts, val_set: list[Example], out: _Reporters, dev: torch.device
+) -> tuple[list[float], float, float] | None:
+    """The learning curve, the sub-pixel shift that best fits the validation labels (if one wins clearly,
+    see train/align.py) and the validation overlays; returns the alignment."""
+    out.log.plot(run_dir / "curve.png")
+    options = {"device": dev, "amp_dtype": parts.precision.dtype, "layout": parts.precision.layout}
+    alignment = align_predictions(run_dir, val_set, plan, **options)
+    write_validation_overlays(run_dir, val_set, plan, **options)
+    return alignment
+
+
+@dataclass
+class _Reporters:
+    """The metrics CSV, TensorBoard (a no-op without the package) and the progress bar; silent off rank 0."""
+
+    log: Any
+    tb: Any
+    progress: Any
+
+    @classmethod
+    def open(cls, run_dir: Path, state: LoopState, *, resume: bool, main: bool) -> _Reporters:
+        if not main:
+            return cls(_Silent(), _Silent(), _Silent())
+        return cls(
+            log=MetricsLog(run_dir / "metrics.csv", resume=resume),
+            # on resume, TensorBoard events after the resume point are dropped
+            tb=TensorBoardLog(run_dir / "tb", purge_step=state.step + 1 if resume else None),
+            progress=Progress(total=state.total_steps or None, start=state.step),
+        )
+
+    def record(self, state: LoopState, *, loss: float, lr: float, score: float) -> None:
+        self.progress.set_total(state.total_steps)
+        self.log.write(step=state.step, loss=loss, lr=lr, val_dice=score, elapsed=state.elapsed)
+        self.tb.write(step=state.step, loss=loss, lr=lr, val_dice=score)
+        self.progress.evaluation(state.step, loss=loss, val_dice=score, best=state.best)
+
+    def close(self) -> None:
+        self.progress.close()
+        self.tb.close()
 
 
 def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp_dtype, layout) -> float:  # type: ignore[no-untyped-def]
@@ -282,44 +371,10 @@ def _as_float(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list
     return outputs.float()
 
 
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, *, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
-            if e.dtype.is_floating_point:
-                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-            else:
-                e.copy_(p)
+def _ema_decay(cfg: TrainConfig, step: int) -> float:
+    return ema_decay_at(step, decay=float(cfg.ema)) if cfg.ema else 0.0
 
 
 def _provisional_total(cfg) -> int:  # type: ignore[no-untyped-def]
     # Before calibration (the first few steps) any large total gives the warm-up's lr.
     return max(cfg.warmup_steps, CALIBRATION_STEPS) * 1000
-
-
-def _account_evaluation(state: dict, *, seconds: float, now: float) -> None:
-    """Count one evaluation (validation + checkpoints) of ``seconds``; the run's clock is now ``now``."""
-    state["eval_s"] = state.get("eval_s", 0.0) + seconds
-    state["evals"] = state.get("evals", 0) + 1
-    state["elapsed"] = now
-
-
-def _re_estimate(state: dict, *, budget_s: float) -> int:
-    return re_estimate(
-        budget_s=budget_s,
-        elapsed_s=state["elapsed"],
-        step=state["step"],
-        step_s=_step_seconds(state),
-        eval_s=state["eval_s"] / state["evals"],
-        val_every=state["val_every"],
-    )
-
-
-def _training_seconds(state: dict) -> float:
-    """Wall time spent on training steps so far (evaluations and checkpoints excluded)."""
-    return float(state["elapsed"]) - float(state.get("eval_s", 0.0))
-
-
-def _step_seconds(state: dict) -> float:
-    """Seconds per training step since ``state["paced_from"]`` (step 2; a run resumed before it: its start)."""
-    start_step, start_s = state.get("paced_from", (0, 0.0))
-    return (_training_seconds(state) - start_s) / max(state["step"] - start_step, 1)

@@ -30,20 +30,3 @@ def lr_at(
     if kind == "cosine":
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     return base_lr * (1.0 - progress) ** 0.9
-
-
-def ema_decay_at(step: int, *, decay: float) -> float:
-    """Decay of the weights' moving average after ``step`` (1-based) updates: ``min(decay, (1 + step) / (10 + step))``.
-
-    A fixed decay of 0.999 keeps 0.999**500 = 61 % of the random initial weights after a 500-step CPU run;
-    the warm-up lets early averages follow the model and reaches ``decay`` only after ~``10 / (1 - decay)`` steps.
-
-    Example:
-        >>> ema_decay_at(1, decay=0.999)
-        0.18181818181818182
-        >>> ema_decay_at(100000, decay=0.999)
-        0.999
-    """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-    return min(decay, (1.0 + step) / (10.0 + step))
