@@ -44,6 +44,7 @@ def time_sampling(args: argparse.Namespace) -> dict:
 
     import unetkit.models.diffusion  # noqa: F401  (registers diffusion_unet)
     from unetkit.diffusion import NoiseSchedule, sample_images
+    from unetkit.diffusion.samplers import Sampling
     from unetkit.models.factory import create_model
 
     if args.threads:
@@ -56,12 +57,12 @@ def time_sampling(args: argparse.Namespace) -> dict:
     schedule = NoiseSchedule()
     shape = (args.n, args.channels, args.size, args.size)
     # Warm-up (one step) so one-off allocations do not count.
-    sample_images(model, schedule, shape=shape, num_steps=1, generator=torch.Generator().manual_seed(0))
+    sample_images(model, schedule, shape=shape, sampling=Sampling(num_steps=1), generator=torch.Generator().manual_seed(0))
     runs = []
     for r in range(args.repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         images = sample_images(
-            model, schedule, shape=shape, num_steps=args.steps, sampler="ddim", eta=0.0,
+            model, schedule, shape=shape, sampling=Sampling(sampler="ddim", num_steps=args.steps, eta=0.0),
             generator=torch.Generator().manual_seed(r),
         )
         runs.append({"wall_s": round(time.perf_counter() - wall, 3), "cpu_s": round(time.process_time() - cpu, 3)})

@@ -15,7 +15,7 @@ from scipy.stats import wasserstein_distance
 import unetkit.models.diffusion  # noqa: F401  (registers diffusion_unet)
 from unetkit.diffusion.checkpoint import load_run, save_run
 from unetkit.diffusion.data import load_image_folder, random_batch
-from unetkit.diffusion.samplers import sample_images
+from unetkit.diffusion.samplers import Sampling, sample_images
 from unetkit.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from unetkit.diffusion.train import EMA, DiffusionTrainConfig, train_diffusion
 from unetkit.models.factory import create_model
@@ -131,14 +131,14 @@ def test_training_lowers_the_loss_and_samples_move_towards_the_data(em_images: P
     schedule = NoiseSchedule(ScheduleConfig())
     torch.manual_seed(0)
     model = create_model("diffusion_unet", in_channels=1, **TINY)
-    untrained = sample_images(model, schedule, shape=(16, 1, 16, 16), num_steps=10, generator=torch.Generator().manual_seed(0))
+    untrained = sample_images(model, schedule, shape=(16, 1, 16, 16), sampling=Sampling(num_steps=10), generator=torch.Generator().manual_seed(0))
     config = DiffusionTrainConfig(image_size=16, steps=40, time_budget_s=None, batch_size=8, lr=2e-3, seed=0)
     result = train_diffusion(model, schedule, data, config)
     assert len(result.losses) == 40 and not result.interrupted
     first, last = np.mean(result.losses[:10]), np.mean(result.losses[-10:])
     assert last < 0.5 * first, (first, last)
     trained = sample_images(
-        result.ema_model, schedule, shape=(16, 1, 16, 16), num_steps=10, generator=torch.Generator().manual_seed(0)
+        result.ema_model, schedule, shape=(16, 1, 16, 16), sampling=Sampling(num_steps=10), generator=torch.Generator().manual_seed(0)
     )
     real, _ = random_batch(data, batch_size=64, image_size=16, generator=torch.Generator().manual_seed(1))
     d_untrained = wasserstein_distance(_pixel_values(untrained), _pixel_values(real))
@@ -169,7 +169,7 @@ def _random_model(**kw) -> torch.nn.Module:
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_sampling_is_seeded_and_independent_of_batch_size(sampler: str) -> None:
     model, schedule = _random_model(), NoiseSchedule()
-    kw = dict(shape=(4, 1, 8, 8), num_steps=5, sampler=sampler, eta=0.5)
+    kw = dict(shape=(4, 1, 8, 8), sampling=Sampling(sampler=sampler, num_steps=5, eta=0.5))
     a = sample_images(model, schedule, generator=torch.Generator().manual_seed(3), **kw)
     b = sample_images(model, schedule, generator=torch.Generator().manual_seed(3), batch_size=3, **kw)
     c = sample_images(model, schedule, generator=torch.Generator().manual_seed(4), **kw)

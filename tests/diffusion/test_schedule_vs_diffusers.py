@@ -174,8 +174,8 @@ def test_ddim_trajectory_matches_diffusers(set_alpha_to_one: bool, offset: int, 
 def test_ddim_eta_zero_is_deterministic_and_eta_one_has_ddpm_variance() -> None:
     ours = _ours("linear", "epsilon", clip_sample=False)
     sample, model_output = _inputs(5)
-    a = ddim_step(ours, model_output, 500, sample, prev_timestep=480, generator=torch.Generator().manual_seed(0))
-    b = ddim_step(ours, model_output, 500, sample, prev_timestep=480, generator=torch.Generator().manual_seed(1))
+    a = ddim_step(ours, model_output, 500, sample, prev_timestep=480, noise=torch.Generator().manual_seed(0))
+    b = ddim_step(ours, model_output, 500, sample, prev_timestep=480, noise=torch.Generator().manual_seed(1))
     assert torch.equal(a.prev_sample, b.prev_sample)
     # With eta = 1 and a unit noise, the added term is sqrt of DDPM's posterior variance (hand formula).
     zero_noise = torch.zeros_like(sample)

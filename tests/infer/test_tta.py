@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from unetkit.infer.tiling import TileSettings, sliding_window_predict
-from unetkit.infer.tta import View, apply_tta, make_tta_fn, tta_cost, tta_scales, tta_views
+from unetkit.infer.tta import Resize, View, apply_tta, make_tta_fn, tta_cost, tta_scales, tta_views
 
 LEVELS = ("none", "flips", "d4", "d4+scales")
 
@@ -97,7 +97,7 @@ def test_identity_model_gives_identity(shape: tuple, level: str) -> None:
 def test_identity_model_with_nearest_scales_is_identity() -> None:
     x = torch.randn(1, 2, 6, 7, dtype=torch.float64)
     merged, _ = apply_tta(
-        lambda b: b, x, views=tta_views("d4", 2), scales=(1.0, 2.0, 3.0), interpolation="nearest"
+        lambda b: b, x, views=tta_views("d4", 2), scales=(1.0, 2.0, 3.0), resize=Resize(interpolation="nearest")
     )
     torch.testing.assert_close(merged, x, rtol=0, atol=1e-12)
 
@@ -157,7 +157,7 @@ def test_linear_scale_matches_hand_interpolation() -> None:
     blocks = image.reshape(2, 2, 2, 2).mean(axis=(1, 3))
     up = np.array([[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
     merged, _ = apply_tta(
-        lambda b: b, torch.from_numpy(image)[None, None], scales=(0.5,), return_uncertainty=False
+        lambda b: b, torch.from_numpy(image)[None, None], scales=(0.5,), uncertainty=None
     )
     np.testing.assert_allclose(merged[0, 0].numpy(), up @ blocks @ up.T, rtol=1e-12)
 
@@ -170,7 +170,7 @@ def test_scales_shapes_and_size_multiple() -> None:
         return b[:, :1] * 2
 
     x = torch.randn(1, 2, 7, 9, dtype=torch.float64)
-    merged, unc = apply_tta(record, x, scales=(0.75, 1.0, 1.25), size_multiple=4)
+    merged, unc = apply_tta(record, x, scales=(0.75, 1.0, 1.25), resize=Resize(size_multiple=4))
     assert merged.shape == (1, 1, 7, 9) and unc.shape == (1, 1, 7, 9)
     assert sorted(sizes) == [(4, 8), (7, 9), (8, 12)]  # 5.25->4, 6.75->8; 8.75->8, 11.25->12
 

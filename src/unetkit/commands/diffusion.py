@@ -179,7 +179,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     from unetkit.diffusion.checkpoint import load_run
     from unetkit.diffusion.output import save_samples
-    from unetkit.diffusion.samplers import sample_images
+    from unetkit.diffusion.samplers import Sampling, sample_images
     from unetkit.diffusion.schedule import NoiseSchedule
 
     if args.n < 1:
@@ -196,9 +196,7 @@ def run_sample(args: argparse.Namespace) -> int:
             loaded.model,
             NoiseSchedule(loaded.schedule),
             shape=(args.n, loaded.channels, size, size),
-            num_steps=args.steps,
-            sampler=args.sampler,
-            eta=args.eta,
+            sampling=Sampling(sampler=args.sampler, num_steps=args.steps, eta=args.eta),
             generator=generator,
             class_labels=labels,
             batch_size=args.batch_size,

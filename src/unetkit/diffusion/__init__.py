@@ -4,7 +4,7 @@ The denoising network itself is the registered model ``diffusion_unet`` (:mod:`u
 """
 
 from unetkit.diffusion.checkpoint import DiffusionRun, load_run, save_run
-from unetkit.diffusion.samplers import ddim_step, ddpm_step, inference_timesteps, sample_images
+from unetkit.diffusion.samplers import Sampling, ddim_step, ddpm_step, inference_timesteps, sample_images
 from unetkit.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from unetkit.diffusion.train import EMA, DiffusionTrainConfig, TrainResult, train_diffusion
 
@@ -19,6 +19,7 @@ __all__ = [
     "ddpm_step",
     "inference_timesteps",
     "load_run",
+    "Sampling",
     "sample_images",
     "save_run",
     "train_diffusion",

@@ -7,6 +7,7 @@ through ``noise`` or a ``torch.Generator``, so a seed reproduces a run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -95,8 +96,7 @@ def ddim_step(
     *,
     prev_timestep: int,
     eta: float = 0.0,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    noise: torch.Tensor | torch.Generator | None = None,
     use_clipped_model_output: bool = False,
 ) -> StepOutput:
     """One DDIM step (Song et al. 2021, eq. 12).
@@ -110,7 +110,7 @@ def ddim_step(
         schedule, model_output, timestep, sample: as in :func:`ddpm_step`.
         prev_timestep: the timestep to step to (``t - T // num_steps`` in a standard run).
         eta: noise weight in ``[0, 1]`` (larger values are allowed but rarely useful).
-        noise, generator: the noise ``z`` (only used when ``eta > 0``).
+        noise: the noise ``z``, or a generator to draw it from (only used when ``eta > 0``).
         use_clipped_model_output: recompute ``eps`` from the clipped ``x0``.
     """
     if eta < 0:
@@ -128,8 +128,24 @@ def ddim_step(
     std = eta * variance.sqrt()
     prev = a_prev.sqrt() * x0 + (1 - a_prev - std**2).sqrt() * eps
     if eta > 0:
-        prev = prev + std * _noise_like(sample, noise, generator)
+        drawn = (noise, None) if not isinstance(noise, torch.Generator) else (None, noise)
+        prev = prev + std * _noise_like(sample, *drawn)
     return StepOutput(prev, x0)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which reverse process :func:`sample_images` runs.
+
+    Attributes:
+        sampler: ``ddim`` or ``ddpm``.
+        num_steps: sampling steps ("leading" spacing, see :func:`inference_timesteps`).
+        eta: DDIM noise weight (ignored by DDPM).
+    """
+
+    sampler: str = "ddim"
+    num_steps: int = 50
+    eta: float = 0.0
 
 
 @torch.no_grad()
@@ -138,9 +154,7 @@ def sample_images(
     schedule: NoiseSchedule,
     *,
     shape: tuple[int, ...],
-    num_steps: int = 50,
-    sampler: str = "ddim",
-    eta: float = 0.0,
+    sampling: Sampling = Sampling(),  # noqa: B008  (frozen, so a shared default is safe)
     generator: torch.Generator | None = None,
     class_labels: torch.Tensor | None = None,
     batch_size: int | None = None,
@@ -152,9 +166,7 @@ def sample_images(
         model: denoiser called as ``model(x, t, class_labels=...)``; put in eval mode here.
         schedule: the schedule the model was trained with.
         shape: ``(N, C, H, W)`` of the result.
-        num_steps: sampling steps ("leading" spacing, see :func:`inference_timesteps`).
-        sampler: ``ddim`` or ``ddpm``.
-        eta: DDIM noise weight (ignored by DDPM).
+        sampling: sampler, number of steps and DDIM's eta (:class:`Sampling`).
         generator: random source (initial noise and step noise); seed it to reproduce a run.
         class_labels: ``(N,)`` integer labels for a class-conditional model.
         batch_size: images per network call (all at once by default).
@@ -163,6 +175,7 @@ def sample_images(
     Returns:
         ``(N, C, H, W)`` float32 samples, clamped to ``[-1, 1]``.
     """
+    sampler, num_steps, eta = sampling.sampler, sampling.num_steps, sampling.eta
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     device = next(model.parameters()).device

@@ -168,6 +168,19 @@ def _uncertainty(preds: torch.Tensor, kind: str) -> torch.Tensor:
     return -(p * p.log()).sum(dim=1, keepdim=True)
 
 
+@dataclass(frozen=True)
+class Resize:
+    """How :func:`apply_tta` resizes inputs for scales other than 1.
+
+    Attributes:
+        interpolation: ``linear`` (bi/trilinear) or ``nearest``.
+        size_multiple: scaled sizes are rounded to a multiple of this (e.g. a network's total stride).
+    """
+
+    interpolation: str = "linear"
+    size_multiple: int = 1
+
+
 def apply_tta(
     fn: TileFn,
     batch: torch.Tensor,
@@ -175,11 +188,9 @@ def apply_tta(
     views: Sequence[View] = (View(),),
     scales: Sequence[float] = (1.0,),
     merge: str = "mean",
-    return_uncertainty: bool = True,
-    uncertainty: str = "variance",
+    uncertainty: str | None = "variance",
     max_batch: int | None = None,
-    interpolation: str = "linear",
-    size_multiple: int = 1,
+    resize: Resize = Resize(),  # noqa: B008  (frozen, so a shared default is safe)
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Predict every (scale, view) of ``batch``, align the predictions with the input, and merge them.
 
@@ -191,22 +202,21 @@ def apply_tta(
         scales: input resize factors; predictions are resized back to the input size.
         merge: ``mean``, ``max`` (per element) or ``gmean`` (geometric mean of probabilities, not
             renormalised across classes; the argmax is unaffected by renormalising).
-        return_uncertainty: also return an uncertainty map.
-        uncertainty: ``variance`` (per-pixel variance across views and scales, averaged over channels) or
-            ``entropy`` (predictive entropy, in nats, of the mean probabilities; one channel = Bernoulli).
+        uncertainty: ``variance`` (per-pixel variance across views and scales, averaged over channels),
+            ``entropy`` (predictive entropy, in nats, of the mean probabilities; one channel = Bernoulli), or
+            None (no uncertainty map).
         max_batch: most samples per call of ``fn`` (default: everything in one call per input shape); at
             least one whole view (``B`` samples) goes in each call.
-        interpolation: ``linear`` (bi/trilinear) or ``nearest`` resizing for scales.
-        size_multiple: scaled sizes are rounded to a multiple of this (e.g. a network's total stride).
+        resize: how scaled inputs are resized (:class:`Resize`).
 
     Returns:
         ``(merged (B, K, *spatial) float tensor, uncertainty (B, 1, *spatial) or None)``, computed without
         gradients.
     """
-    _check_args(batch, views, scales, merge, uncertainty, interpolation)
+    _check_args(batch, views, scales, merge, uncertainty or "variance", resize.interpolation)
     with torch.no_grad():
-        return _tta(fn, batch, views, scales, merge, uncertainty if return_uncertainty else None, max_batch,
-                    interpolation, size_multiple)  # fmt: skip
+        return _tta(fn, batch, views, scales, merge, uncertainty, max_batch, resize.interpolation,
+                    resize.size_multiple)  # fmt: skip
 
 
 def _tta(
@@ -256,8 +266,8 @@ def make_tta_fn(
 
     def wrapped(batch: torch.Tensor) -> torch.Tensor:
         merged, unc = apply_tta(
-            fn, batch, views=views, scales=level_scales, merge=merge, return_uncertainty=uncertainty is not None,
-            uncertainty=uncertainty or "variance", max_batch=max_batch, size_multiple=size_multiple,
+            fn, batch, views=views, scales=level_scales, merge=merge, uncertainty=uncertainty, max_batch=max_batch,
+            resize=Resize(size_multiple=size_multiple),
         )  # fmt: skip
         return merged if unc is None else torch.cat([merged, unc], dim=1)
 
