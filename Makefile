@@ -22,6 +22,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_forward.py --quick

@@ -129,8 +129,13 @@ def max_distance(shape: Sequence[int], spacing: Spacing = None) -> float:
 # ------------------------------------------------------------------------------------ overlap metrics
 def _counts(pm: np.ndarray, tm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     axes = tuple(range(1, pm.ndim))
-    tp = np.sum(pm & tm, axis=axes, dtype=np.int64)
-    return tp, np.sum(pm, axis=axes, dtype=np.int64) - tp, np.sum(tm, axis=axes, dtype=np.int64) - tp
+    tp = _count(pm & tm, axes)
+    return tp, _count(pm, axes) - tp, _count(tm, axes) - tp
+
+
+def _count(mask: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    # axis 0 (the batch) is never reduced, so np.sum returns an array here, never a numpy scalar
+    return np.asarray(np.sum(mask, axis=axes, dtype=np.int64))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray, both_empty: np.ndarray) -> np.ndarray:

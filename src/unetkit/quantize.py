@@ -37,7 +37,7 @@ import torch
 
 from unetkit.config import Plan
 from unetkit.data.normalize import normalize_for
-from unetkit.train.batches import Example
+from unetkit.train.batches import Example, labelled_example
 
 DEFAULT_CALIBRATION_PATCHES = 32
 DEFAULT_MAX_DROP = 0.01
@@ -152,7 +152,7 @@ def training_split(plan: Plan) -> tuple[list[Example], list[Example]]:
         raise ValueError("int8 export measures Dice on label maps; multi-label runs are not supported")
     samples = discover(plan.data).samples
     loaded = load_samples(samples, plan.data)
-    examples = [Example(key=s.key, image=s.image, mask=s.mask) for s in loaded]
+    examples = [labelled_example(s.key, s.image, s.mask) for s in loaded]
     cfg = plan.train
     train, val = split_examples(examples, [s.group for s in samples], val_fraction=cfg.val_fraction,
                                 seed=cfg.seed, folds=cfg.folds, fold=cfg.fold)

@@ -124,11 +124,14 @@ def build_model(kwargs: dict[str, Any], *, seed: int, image_size: int) -> torch.
     """Create the denoiser with a seeded initialisation (without touching the global RNG state)."""
     import torch
 
+    from unetkit.models.diffusion import DiffusionUNet
     from unetkit.models.factory import create_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model("diffusion_unet", **kwargs)
+    if not isinstance(model, DiffusionUNet):
+        raise TypeError(f"the registry's 'diffusion_unet' built a {type(model).__name__}, not a DiffusionUNet")
     multiple = model.size_multiple
     if image_size % multiple:
         raise ValueError(

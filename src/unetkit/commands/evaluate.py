@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from unetkit.data.dataset import load_samples
     from unetkit.data.discovery import discover
-    from unetkit.infer.ensemble import load_predictor, resolve_runs
+    from unetkit.infer.ensemble import EnsemblePredictor, load_predictor, resolve_runs
     from unetkit.infer.predictor import Predictor
     from unetkit.infer.scoring import (
         METRICS,
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"tta": args.tta} if args.tta else {}
     if args.onnx and len(runs) > 1:
         raise ValueError("--onnx scores one exported model; it cannot be combined with an ensemble")
+    predictor: Predictor | EnsemblePredictor
     if args.onnx:
         predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=args.device,
                                        fast=not args.no_fast, backend="onnx", onnx_path=args.onnx, **overrides)
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     names = METRICS + (SURFACE_METRICS if args.surface else ())
     rows, cases = [], []
     for sample in load_samples(samples, data):
+        if sample.mask is None:  # discover() pairs every image it returns with a mask
+            raise ValueError(f"{sample.key}: no mask to score the prediction against")
         result = predictor(sample.image)
         scores = score_labels(result.labels, sample.mask, plan, names)
         rows.append({"key": sample.key, **scores})

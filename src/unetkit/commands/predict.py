@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[no-untyped-def]
-    from unetkit.infer.ensemble import load_predictor, resolve_runs
+    from unetkit.infer.ensemble import EnsemblePredictor, load_predictor, resolve_runs
     from unetkit.infer.predictor import Predictor
 
     overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size,
@@ -130,7 +130,7 @@ def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[n
         from unetkit.export import check_onnx_matches_run
 
         check_onnx_matches_run(Path(args.onnx), runs[0] / args.checkpoint)
-        predictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
+        predictor: Predictor | EnsemblePredictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
                                        backend="onnx", onnx_path=args.onnx, **overrides)
     else:
         predictor = load_predictor(runs, checkpoint=args.checkpoint, device=device, fast=not args.no_fast,

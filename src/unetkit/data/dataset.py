@@ -85,7 +85,8 @@ def read_sample_image(sample: Sample) -> tuple[np.ndarray, dict[str, Any]]:
     Returns:
         ``(array, meta)``; ``meta["dtype"]`` is the stored dtype.
     """
-    arrays, meta = [], {}
+    arrays: list[np.ndarray] = []
+    meta: dict[str, Any] = {}
     for path in sample.image_paths:
         array, m = read_image_array(path)
         array = _drop_alpha(_resolve_palette(array, m), m)
@@ -113,7 +114,7 @@ def read_sample_mask(sample: Sample, config: DataConfig, *, spatial: Sequence[in
     if isinstance(sample.mask, list):
         layers = [None if p is None else read_mask_array(p, resolve_palette=False) for p in sample.mask]
         for p, layer in zip(sample.mask, layers, strict=True):
-            if layer is not None:
+            if p is not None and layer is not None:  # a layer is read exactly where a path is given
                 _check_size(sample, p, layer, spatial)
         mask = encode_multilabel(layers, spatial, config)
     else:

@@ -45,9 +45,10 @@ def read_sample_list(path: Path) -> tuple[list[ListRow], list[Path]]:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from err
-        records = raw.get("samples") if isinstance(raw, dict) else raw
-        if not isinstance(records, list) or not all(isinstance(r, dict) and "image" in r for r in records):
+        found = raw.get("samples") if isinstance(raw, dict) else raw
+        if not isinstance(found, list) or not all(isinstance(r, dict) and "image" in r for r in found):
             raise ValueError(f"{path}: expected a JSON list of objects with an 'image' key")
+        records = found
     else:
         raise ValueError(f"{path}: a sample list must be .csv or .json, not {suffix or 'no extension'}")
     if not records:

@@ -457,7 +457,7 @@ def _as_number(v: np.generic) -> int:
     return int(f) if f == int(f) else f  # type: ignore[return-value]
 
 
-def _short(values: Sequence[int], n: int = 10) -> str:
+def _short(values: Sequence[float], n: int = 10) -> str:
     head = ", ".join(str(v) for v in values[:n])
     return f"{{{head}{', ...' if len(values) > n else ''}}}"
 

@@ -13,13 +13,26 @@ a NIfTI-2 source is written back as NIfTI-2, so any float64 affine is kept exact
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from unetkit.data._common import atomic_target, unreadable
 
+if TYPE_CHECKING:
+    import nibabel as nib
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _load(path: str | Path, **kwargs: Any) -> nib.Nifti1Image:
+    """``nib.load`` narrowed to NIfTI (``Nifti2Image`` is a ``Nifti1Image``); any other image type is an error."""
+    import nibabel as nib
+
+    img = nib.load(path, **kwargs)
+    if not isinstance(img, nib.Nifti1Image):
+        raise ValueError(f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+    return img
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -39,7 +52,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     path = Path(path)
     try:
-        img = nib.load(path, mmap=False)
+        img = _load(path, mmap=False)
         data = np.asarray(img.dataobj)
     except FileNotFoundError:
         raise
@@ -76,10 +89,8 @@ def _squeezed_shape(shape: tuple[int, ...], *, path: str | Path) -> tuple[int, .
 
 def nifti_shape(path: str | Path) -> tuple[int, ...]:
     """Channels-first shape :func:`read_nifti` would return, from the header only."""
-    import nibabel as nib
-
     try:
-        shape = tuple(int(s) for s in nib.load(path).shape)
+        shape = tuple(int(s) for s in _load(path).shape)
     except FileNotFoundError:
         raise
     except Exception as err:  # noqa: BLE001 - any header failure means "unreadable"

@@ -149,7 +149,7 @@ def _tiff_layout(shape: tuple[int, ...], axes: str, *, path: Path) -> tuple[list
     space = [axes.index("Y"), axes.index("X")]
     other = [i for i in range(len(shape)) if i not in chan and i not in space]
     n_chan = int(np.prod([shape[i] for i in chan])) if chan else 1
-    out = (n_chan,)
+    out: tuple[int, ...] = (n_chan,)
     if other:
         out += (int(np.prod([shape[i] for i in other])),)
     return chan + other + space, out + (shape[space[0]], shape[space[1]])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ def load_predictor(
     checkpoint: str = "best",
     device: str = "cpu",
     fast: bool = True,
-    **infer_overrides: object,
+    **infer_overrides: Any,  # InferConfig fields, checked by Predictor.from_run
 ) -> Predictor | EnsemblePredictor:
     """A :class:`Predictor` for one run, an :class:`EnsemblePredictor` for several."""
     if len(runs) == 1:
@@ -104,7 +105,7 @@ class EnsemblePredictor:
         checkpoint: str = "best",
         device: str = "cpu",
         fast: bool = True,
-        **infer_overrides: object,
+        **infer_overrides: Any,  # InferConfig fields, checked by Predictor.from_run
     ) -> EnsemblePredictor:
         """Load every run's checkpoint and plan; all members infer with the first run's settings plus
         ``infer_overrides`` (as :meth:`Predictor.from_run`).

@@ -36,8 +36,10 @@ def _fold_sequential(seq: nn.Sequential) -> None:
 
 
 @torch.no_grad()
-def _fused(conv: nn.Module, bn: nn.Module) -> nn.Module:
+def _fused(conv: nn.Conv2d | nn.Conv3d, bn: nn.BatchNorm2d | nn.BatchNorm3d) -> nn.Module:
     # Computed in float64 and rounded once, so the folded weights are as close to exact as fp32 allows.
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a batch norm without running statistics (track_running_stats=False)")
     fused = copy.deepcopy(conv)
     weight = conv.weight.double()
     mean, var = bn.running_mean.double(), bn.running_var.double()
@@ -70,5 +72,7 @@ def prepare_for_inference(
             raise ValueError(f"precision {precision!r} needs the fast path; drop --no-fast or use fp32")
         return model, PrecisionChoice(requested=precision, dtype=None, layout=None, reason="plain eager path")
     choice = choose_precision(precision, device, spatial_dims=spatial_dims, inference=True)
-    model = fold_batchnorm(model).to(memory_format=choice.layout)
+    model = fold_batchnorm(model)
+    if choice.layout is not None:  # always set on the inference path
+        model = model.to(memory_format=choice.layout)
     return model, choice

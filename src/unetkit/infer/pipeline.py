@@ -174,6 +174,7 @@ def _pipeline(predictor, jobs: Sequence[FileJob], windowed: Windowed | None,  # 
                 if isinstance(result, Exception):
                     results.add_outcome(FileOutcome(member.path, error=result))
                 else:
+                    assert member.targets is not None  # a job with targets=None has an error, which _load raised
                     write = writers.submit(write_outputs, member.path, member.targets, image, result)
                     results.add_write(member.path, write)
             yield from results.ready()
@@ -218,7 +219,7 @@ class _ReadAhead:
 
     def pop_same_shape(self, shape: tuple[int, ...], *, limit: int) -> list[tuple[FileJob, Decoded]]:
         """Up to ``limit`` next jobs, as long as they read fine as images of ``shape`` (waits for their reads)."""
-        taken = []
+        taken: list[tuple[FileJob, Decoded]] = []
         while len(taken) < limit and self._queue:
             job, future = self._queue[0]
             try:

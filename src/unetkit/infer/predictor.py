@@ -171,7 +171,7 @@ class Predictor:
         expected = self.spatial_dims + 1
         if image.ndim != expected:
             raise ValueError(f"expected an image of shape (C, *spatial) with {expected} dims, got {image.shape}")
-        channels = int(self.plan.model.kwargs.get("in_channels", image.shape[0]))
+        channels = int(self.plan.model.kwargs.get("in_channels", int(image.shape[0])))
         if image.shape[0] != channels:
             raise ValueError(f"the model takes {channels} channel(s); the image has {image.shape[0]}")
 

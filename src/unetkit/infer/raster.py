@@ -90,7 +90,7 @@ def raster_stats(
     if mode == "dataset":
         shift, scale = dataset_stats(mean, std, channels=channels, eps=_EPS)
         return ChannelStats(shift=shift.astype(np.float64), scale=scale.astype(np.float64))
-    count, mean, m2 = 0, np.zeros(channels), np.zeros(channels)
+    count, run_mean, m2 = 0, np.zeros(channels), np.zeros(channels)
     lo, hi = np.full(channels, np.inf), np.full(channels, -np.inf)
     for window in iter_windows(height, width, block):
         x = read_image(path, window=window).array.reshape(channels, -1)
@@ -101,14 +101,14 @@ def raster_stats(
         n = x.shape[1]
         block_mean = x.mean(axis=1)
         block_m2 = ((x - block_mean[:, None]) ** 2).sum(axis=1)
-        delta, total = block_mean - mean, count + n
-        mean = mean + delta * (n / total)
+        delta, total = block_mean - run_mean, count + n
+        run_mean = run_mean + delta * (n / total)
         m2 = m2 + block_m2 + delta**2 * (count * n / total)
         count = total
     if mode == "minmax":
         lo, hi = lo.astype(np.float64), hi.astype(np.float64)
         return ChannelStats(shift=lo, scale=np.maximum(hi - lo, _EPS))
-    return ChannelStats(shift=mean, scale=np.maximum(np.sqrt(m2 / count), _EPS))
+    return ChannelStats(shift=run_mean, scale=np.maximum(np.sqrt(m2 / count), _EPS))
 
 
 def is_large_raster(path: str | Path, *, threshold_pixels: int = DEFAULT_WINDOWED_PIXELS) -> bool:

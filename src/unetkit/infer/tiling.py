@@ -304,13 +304,13 @@ def _accumulate(
     local = [tuple(slice(s.start - o, s.stop - o) for s, o in zip(t, offset, strict=True)) for t in tiles]
     for first in range(0, len(tiles), settings.batch_size):
         chunk = range(first, min(first + settings.batch_size, len(tiles)))
-        y = _run_batch(fn, [window[(slice(None), *local[i])] for i in chunk], settings)
+        y = _run_batch(fn, [window[(slice(None),) + local[i]] for i in chunk], settings)
         y = y.to(device=window.device, dtype=torch.float32)
         if num is None:
             num = torch.zeros((y.shape[1], *spatial), dtype=torch.float32, device=window.device)
         for row, i in enumerate(chunk):
             w = _tile_weight(settings.weights, tiles[i], settings.padded, settings.context).to(window.device)
-            num[(slice(None), *local[i])] += y[row] * w
+            num[(slice(None),) + local[i]] += y[row] * w
             den[local[i]] += w
     assert num is not None  # there is always at least one tile
     return num, den

@@ -30,6 +30,8 @@ class _TaskLoss(nn.Module):
 class CELoss(_TaskLoss):
     """Module form of :func:`ce_loss` (cross-entropy or BCE depending on the task / channels)."""
 
+    class_weights: Tensor | None  # a buffer (None: unweighted)
+
     def __init__(self, *, task: str, ignore_index: int = 255, class_weights: Weights = None) -> None:
         super().__init__(task=task, ignore_index=ignore_index)
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)

@@ -199,7 +199,7 @@ class SegmentationModel(nn.Module):
     def _head(self, features: torch.Tensor, image: torch.Tensor, crop: tuple[slice, ...]) -> torch.Tensor:
         if self.final_up is not None:
             features = self.final_up(features, image)
-        return self.head(features)[(slice(None), slice(None), *crop)]
+        return self.head(features)[(slice(None), slice(None)) + crop]
 
     def _check_input(self, x: torch.Tensor) -> None:
         dims = self.config.spatial_dims
@@ -251,8 +251,9 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
     if not name:
         raise ValueError(f"{type(model).__name__} is not a registered model; cannot save its config")
     kwargs = dict(getattr(model, "init_kwargs", {}))
-    if isinstance(getattr(model, "config", None), SegModelConfig):
-        kwargs = dataclasses.asdict(model.config)
+    config = getattr(model, "config", None)
+    if isinstance(config, SegModelConfig):
+        kwargs = dataclasses.asdict(config)
         kwargs["encoder_weights"] = None  # the weights are in model.safetensors now
     return {
         "format_version": CHECKPOINT_FORMAT_VERSION,

@@ -77,7 +77,8 @@ class UNetDecoder(nn.Module):
         """Gate coefficients of the last forward pass, shallowest level first (empty without gates)."""
         if self.gates is None:
             return []
-        return [g.coefficients for g in self.gates if g.coefficients is not None]
+        maps = (g.coefficients for g in self.gates)  # each gate's last coefficients, None before a forward pass
+        return [m for m in maps if isinstance(m, torch.Tensor)]
 
 
 class NestedDecoder(nn.Module):

@@ -197,6 +197,7 @@ class DiffusionUNet(nn.Module):
         h = self.conv_in(x)
         skips = [h]
         for level, stage in enumerate(self.down):
+            assert isinstance(stage, _Level)
             for block, attn in zip(stage.blocks, stage.attns, strict=True):
                 h = attn(block(h, emb))
                 skips.append(h)
@@ -205,6 +206,7 @@ class DiffusionUNet(nn.Module):
                 skips.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for i, stage in enumerate(self.up):
+            assert isinstance(stage, _Level)
             for block, attn in zip(stage.blocks, stage.attns, strict=True):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < self.levels - 1:
@@ -237,8 +239,9 @@ class DiffusionUNet(nn.Module):
             labels = labels.expand(x.shape[0])
         if labels.shape != (x.shape[0],):
             raise ValueError(f"class_labels must be shaped ({x.shape[0]},), got {tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= (self.num_classes or 0)):
-            raise ValueError(f"class label out of range: labels must be in 0 .. {self.num_classes - 1}")
+        num_classes = self.num_classes or 0  # set whenever labels are read (class_emb exists)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(f"class label out of range: labels must be in 0 .. {num_classes - 1}")
         return labels
 
 

@@ -105,25 +105,45 @@ def _is_dynamic_same(module: nn.Module) -> bool:
 def _static_equivalent(module: nn.Module) -> nn.Module:
     """The fixed-pad replacement of one layer for which :func:`_is_dynamic_same` holds."""
     from timm.layers.conv2d_same import Conv2dSame
-    from timm.layers.pool2d_same import MaxPool2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+    from timm.layers.std_conv import ScaledStdConv2dSame, StdConv2dSame
 
-    dilation = getattr(module, "dilation", (1, 1))  # average pooling has none
-    pads = same_pad_for_divisible_size(module.kernel_size, module.stride, dilation)
-    if _is_standardised_same(module):
+    if isinstance(module, (StdConv2dSame, ScaledStdConv2dSame)) and module.same_pad:
+        pads = _same_pads(module.kernel_size, module.stride, module.dilation)
         module.same_pad = False  # its own padding is 0 when "same" is dynamic; it standardises as before
         return FixedPad(pads, 0.0, module)
     if isinstance(module, Conv2dSame):
-        conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                         padding=0, dilation=module.dilation, groups=module.groups, bias=module.bias is not None)
+        conv = nn.Conv2d(module.in_channels, module.out_channels, _pair(module.kernel_size),
+                         stride=_pair(module.stride), padding=0, dilation=_pair(module.dilation),
+                         groups=module.groups, bias=module.bias is not None)  # fmt: skip
         conv.weight = module.weight  # the same Parameter objects: no copy, no drift
         conv.bias = module.bias
-        return FixedPad(pads, 0.0, conv)
+        return FixedPad(_same_pads(module.kernel_size, module.stride, module.dilation), 0.0, conv)
     if isinstance(module, MaxPool2dSame):
         pool = nn.MaxPool2d(module.kernel_size, module.stride, 0, module.dilation, ceil_mode=module.ceil_mode)
-        return FixedPad(pads, float("-inf"), pool)
-    pool = nn.AvgPool2d(module.kernel_size, module.stride, 0, ceil_mode=module.ceil_mode,
-                        count_include_pad=module.count_include_pad)
-    return FixedPad(pads, 0.0, pool)
+        return FixedPad(_same_pads(module.kernel_size, module.stride, module.dilation), float("-inf"), pool)
+    if isinstance(module, AvgPool2dSame):
+        avg = nn.AvgPool2d(module.kernel_size, module.stride, 0, ceil_mode=module.ceil_mode,
+                           count_include_pad=module.count_include_pad)  # fmt: skip
+        return FixedPad(_same_pads(module.kernel_size, module.stride, (1, 1)), 0.0, avg)  # pooling: no dilation
+    raise TypeError(f"{type(module).__name__} is not a dynamic 'same' layer of timm")
+
+
+def _same_pads(
+    kernel: int | Sequence[int], stride: int | Sequence[int] | None, dilation: int | Sequence[int]
+) -> tuple[int, int, int, int]:
+    if stride is None:  # torch's pooling default: the kernel size (timm's "same" pools always set it)
+        stride = kernel
+    return same_pad_for_divisible_size(_pair(kernel), _pair(stride), _pair(dilation))
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """A layer's ``(height, width)`` size; an int means both, as torch reads it."""
+    if isinstance(value, int):
+        return (value, value)
+    if len(value) != 2:
+        raise ValueError(f"expected a 2D (height, width) size, got {tuple(value)}")
+    return (int(value[0]), int(value[1]))
 
 
 __all__ = ["FixedPad", "same_pad_for_divisible_size", "with_static_same_padding"]

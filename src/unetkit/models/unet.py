@@ -41,4 +41,8 @@ class AttentionUNet(UNet):
     attention = True
 
     def attention_maps(self) -> list[torch.Tensor]:
+        if not isinstance(self.decoder, UNetDecoder):
+            raise TypeError(
+                f"attention maps come from a UNetDecoder, this model has a {type(self.decoder).__name__}"
+            )
         return self.decoder.attention_maps()

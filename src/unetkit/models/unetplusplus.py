@@ -31,6 +31,7 @@ class UNetPlusPlusConfig(SegModelConfig):
 @register_model("unetplusplus")
 class UNetPlusPlus(SegmentationModel):
     config_class = UNetPlusPlusConfig
+    config: UNetPlusPlusConfig  # built from config_class (build_decoder checks it)
 
     def build_decoder(self, config: SegModelConfig, encoder: Encoder) -> nn.Module:
         assert isinstance(config, UNetPlusPlusConfig)

@@ -185,6 +185,7 @@ class MicroBatcher:
             queue.Empty: none arrived before ``until`` (``time.monotonic()``; None waits for ever).
         """
         while True:
+            job: _Job | None
             if self._held:
                 job = self._held.popleft()
             else:

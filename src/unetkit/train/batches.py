@@ -22,6 +22,13 @@ class Example:
     mask: np.ndarray
 
 
+def labelled_example(key: str, image: np.ndarray, mask: np.ndarray | None) -> Example:
+    """An :class:`Example`; ``mask`` None (an unlabelled sample) is an error naming the sample."""
+    if mask is None:
+        raise ValueError(f"{key}: no mask; training and validation need a mask for every image")
+    return Example(key=key, image=image, mask=mask)
+
+
 class PatchBatcher:
     """Draws batches of patches; all randomness comes from the ``rng`` passed to :meth:`next`.
 

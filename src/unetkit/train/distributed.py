@@ -17,6 +17,8 @@ Without ``WORLD_SIZE`` (or with 1) nothing here changes a run.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -78,6 +80,6 @@ def broadcast_ints(ctx: DistContext, values: list[int]) -> list[int]:
     """Rank 0's ``values`` on every rank (each rank passes a list of the same length)."""
     if not ctx.enabled:
         return values
-    box: list[object] = [list(values)]
+    box: list[Any] = [list(values)]
     dist.broadcast_object_list(box, src=0)
-    return [int(v) for v in box[0]]  # type: ignore[union-attr]
+    return [int(v) for v in box[0]]

@@ -285,9 +285,9 @@ def _finish(
     """The learning curve, the sub-pixel shift that best fits the validation labels (if one wins clearly,
     see train/align.py) and the validation overlays; returns the alignment."""
     out.log.plot(run_dir / "curve.png")
-    options = {"device": dev, "amp_dtype": parts.precision.dtype, "layout": parts.precision.layout}
-    alignment = align_predictions(run_dir, val_set, plan, **options)
-    write_validation_overlays(run_dir, val_set, plan, **options)
+    amp_dtype, layout = parts.precision.dtype, parts.precision.layout
+    alignment = align_predictions(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
+    write_validation_overlays(run_dir, val_set, plan, device=dev, amp_dtype=amp_dtype, layout=layout)
     return alignment
 
 
@@ -344,7 +344,7 @@ def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp
 def _loss(plan: Plan):  # type: ignore[no-untyped-def]
     from unetkit.losses import build_loss, loss_options
 
-    options = {}
+    options: dict[str, Any] = {}
     if not plan.data.background and "include_background" in loss_options(plan.train.loss):
         options["include_background"] = True  # class 0 is a real class (a colour table without background)
     return build_loss(plan.train.loss, task=plan.data.task, ignore_index=plan.data.ignore_index, **options)

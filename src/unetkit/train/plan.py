@@ -31,7 +31,7 @@ override it (``--set train.lr=3e-4``). They follow what works for U-Nets on 500-
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -74,7 +74,14 @@ def encoder_choice(*, dims: int, channels: int, pretrained: bool | None) -> tupl
     )
 
 
-def optimiser_settings(*, pretrained: bool) -> dict[str, float]:
+class OptimiserSettings(TypedDict):
+    """The :class:`TrainConfig` fields :func:`optimiser_settings` sets."""
+
+    lr: float
+    encoder_lr_scale: float
+
+
+def optimiser_settings(*, pretrained: bool) -> OptimiserSettings:
     """``lr`` and ``encoder_lr_scale`` for a pretrained encoder or a network trained from scratch.
 
     10 CPU minutes, one thread, Lite0 ImageNet encoder: decoder 3e-3 / encoder 1e-3 against 1e-3 for both

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from unetkit.data.normalize import normalize_for
 from unetkit.data.options import DataConfig
-from unetkit.train.batches import Example
+from unetkit.train.batches import Example, labelled_example
 
 
 class DatasetError(ValueError):
@@ -55,7 +56,7 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
     samples = discover(data).samples
     loaded = load_samples(samples, data)
     examples = [
-        Example(key=s.key, image=normalize_for(s.image, data), mask=s.mask) for s in loaded
+        labelled_example(s.key, normalize_for(s.image, data), s.mask) for s in loaded
     ]
     return examples, [s.group for s in samples]
 
@@ -105,6 +106,7 @@ def build_optimizer(
         raise ValueError(f"encoder_lr_scale must be positive, got {encoder_lr_scale}")
     trainable = [p for p in model.parameters() if p.requires_grad]
     encoder = getattr(model, "encoder", None)
+    groups: list[dict[str, Any]]
     if encoder_lr_scale != 1.0 and isinstance(encoder, torch.nn.Module):
         in_encoder = {id(p) for p in encoder.parameters()}
         groups = [

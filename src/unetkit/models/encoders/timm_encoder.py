@@ -9,10 +9,15 @@ reads local files (or, only when asked by name, fetches from a hub).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn as nn
 
 from unetkit.models.encoders.base import Encoder
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 
 class TimmEncoder(Encoder):
@@ -73,8 +78,9 @@ class TimmEncoder(Encoder):
         self.model = timm.create_model(
             name, pretrained=False, features_only=True, out_indices=self.out_indices, in_chans=in_channels
         )
-        self.out_channels = [int(c) for c in self.model.feature_info.channels()]
-        self.reductions = [int(r) for r in self.model.feature_info.reduction()]
+        info = _feature_info(self.model, name)
+        self.out_channels = [int(c) for c in info.channels()]
+        self.reductions = [int(r) for r in info.reduction()]
         self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
         self.stem_weight_key = _stem_weight_key(
             self.pretrained_cfg.get("first_conv"), self.model.state_dict()
@@ -126,7 +132,19 @@ def _count_feature_stages(name: str) -> int:
 
     with torch.device("meta"):
         probe = timm.create_model(name, pretrained=False, features_only=True)
-    return len(probe.feature_info.channels())
+    return len(_feature_info(probe, name).channels())
+
+
+def _feature_info(model: nn.Module, name: str) -> FeatureInfo:
+    """The ``feature_info`` of a timm model built with ``features_only=True``."""
+    from timm.models import FeatureInfo
+
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, FeatureInfo):
+        raise TypeError(
+            f"timm model {name!r} built with features_only=True has no FeatureInfo ({type(info).__name__})"
+        )
+    return info
 
 
 def _stem_weight_key(first_conv: str | Iterable[str] | None, state: dict[str, torch.Tensor]) -> str | None:
