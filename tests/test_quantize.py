@@ -160,3 +160,12 @@ def test_bad_arguments_are_refused_before_any_work(run: Path, exported: Path, tm
     with pytest.raises(FileNotFoundError, match="no such ONNX model"):
         quantize.quantize_run(run, tmp_path / "missing.onnx", tmp_path / "a.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_use_seven_bits_only_without_int8_dot_products() -> None:
+    from unetkit.quantize import has_int8_dot_product
+
+    assert not has_int8_dot_product({"avx2": True, "avx512f": True, "avx512_vnni": False})
+    assert has_int8_dot_product({"avx2": True, "avx512_vnni": True})
+    assert has_int8_dot_product({"avx2": True, "avx_vnni": True})
+    assert has_int8_dot_product({"amx_int8": True})

@@ -186,12 +186,26 @@ def calibration_tiles(examples: Sequence[Example], plan: Plan, *, count: int, se
     return tiles
 
 
+def has_int8_dot_product(flags: dict[str, bool] | None = None) -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8).
+
+    Without them ONNX Runtime's uint8 x int8 kernels (AVX2's ``vpmaddubsw``) add pairs of products in 16 bits,
+    which saturates for large activations times large weights; ONNX Runtime's quantization guide recommends
+    7-bit weights (``reduce_range``) on such CPUs, so :func:`quantize_graph` uses them there.
+    """
+    from unetkit.precision import cpu_flags
+
+    flags = cpu_flags() if flags is None else flags
+    return any(flags.get(name, False) for name in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def quantize_graph(fp32_path: Path, out_path: Path, tiles: Sequence[np.ndarray]) -> int:
     """Write the QDQ int8 version of ``fp32_path`` to ``out_path``, calibrated on ``tiles``; the number of
     quantised nodes (``QuantizeLinear``) it holds.
 
     ONNX Runtime's pre-processing (symbolic shape inference, graph optimisation such as batch-norm folding)
-    runs first; nodes in :data:`FLOAT_OPS` stay in float.
+    runs first; nodes in :data:`FLOAT_OPS` stay in float. Weights use 7 bits on a CPU without int8
+    dot-product instructions (see :func:`has_int8_dot_product`), all 8 elsewhere.
 
     Raises:
         RuntimeError: the quantised graph lost the input or output names of the fp32 graph.
@@ -209,6 +223,7 @@ def quantize_graph(fp32_path: Path, out_path: Path, tiles: Sequence[np.ndarray])
             str(prepared), str(out_path), _reader(graph.input[0].name, tiles), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=keep_float, calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=not has_int8_dot_product(),
         )  # fmt: skip
     return _check_names(fp32_path, out_path)
 
@@ -319,7 +334,8 @@ def int8_report(fp32_report: dict[str, Any], result: dict[str, Any], *, cpu: dic
         quantization={
             "tool": "onnxruntime.quantization.quantize_static",
             "format": "QDQ",
-            "weights": "int8, symmetric, per output channel",
+            "weights": "int8, symmetric, per output channel"
+                       + ("" if has_int8_dot_product(cpu) else ", 7-bit range (this CPU has no VNNI)"),
             "activations": "uint8, asymmetric, MinMax ranges",
             "float_ops": list(FLOAT_OPS),
             "calibration_patches": result["calibration_patches"],
@@ -342,6 +358,7 @@ __all__ = [
     "compare_graphs",
     "image_score",
     "int8_report",
+    "has_int8_dot_product",
     "quantize_graph",
     "quantize_run",
     "score_graph",
