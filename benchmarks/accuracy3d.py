@@ -11,7 +11,7 @@ Both methods train at once, side by side, for the same wall-clock budget, each w
 own core (``taskset -c 0`` / ``-c 1``, ``OMP_NUM_THREADS=1``):
 
 * unetkit: ``unetkit train TRAIN --time-budget B`` with no other flag, then ``unetkit predict`` of the test
-  volumes (the plan's own inference settings);
+  volumes (the plan's own inference settings; scored again with ``--tta none`` as ``tta_none``);
 * MONAI: the plain recipe of ``acc_peer3d.py`` (whole volumes padded, flips, batch 4, AdamW 1e-3 cosine,
   Dice + CE), then MONAI's sliding-window inference.
 
@@ -85,14 +85,17 @@ def run_side_by_side(jobs: dict[str, tuple[list[str], Path]]) -> dict[str, float
         handle.flush()
         procs[name] = (subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env_one_thread(),
                                         cwd=REPO), handle)
-    walls = {}
-    for name, (proc, handle) in procs.items():
-        code = proc.wait()
-        handle.close()
-        walls[name] = time.perf_counter() - started
-        if code != 0:
-            tail = "\n".join(jobs[name][1].read_text(errors="replace").splitlines()[-15:])
-            raise RuntimeError(f"{name} exited with {code}; last lines of {jobs[name][1]}:\n{tail}")
+    walls: dict[str, float] = {}
+    while len(walls) < len(procs):  # each job's own wall time, whichever ends first
+        for name, (proc, handle) in procs.items():
+            if name in walls or proc.poll() is None:
+                continue
+            handle.close()
+            walls[name] = time.perf_counter() - started
+            if proc.returncode != 0:
+                tail = "\n".join(jobs[name][1].read_text(errors="replace").splitlines()[-15:])
+                raise RuntimeError(f"{name} exited with {proc.returncode}; last lines of {jobs[name][1]}:\n{tail}")
+        time.sleep(0.5)
     return walls
 
 
@@ -126,7 +129,11 @@ def environment() -> dict:
 
     model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                   if ln.startswith("model name")), platform.processor())
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
     return {"cpu": model, "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "commit": commit.stdout.strip(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -156,14 +163,19 @@ def run(args: argparse.Namespace) -> dict:
                      "--out", str(uk / "pred"), "--threads", "1"]
     started = time.perf_counter()
     run_side_by_side({"unetkit predict": (pinned(0, predict), uk / "log.txt")})
+    predict_seconds = time.perf_counter() - started
+    # The plan's mirroring (8 passes) against none, on the same model: what the 3D TTA default buys.
+    no_tta = [*predict[:predict.index("--out")], "--out", str(uk / "pred_tta_none"), "--threads", "1", "--tta", "none"]
+    run_side_by_side({"unetkit predict --tta none": (pinned(0, no_tta), uk / "log.txt")})
     log = (uk / "log.txt").read_text(errors="replace")
     trained = re.findall(r"trained (\d+) steps in ([\d.]+) s", log)
     peer_result = json.loads((peer / "result.json").read_text())
     results = {
         "unetkit": {"steps": int(trained[-1][0]) if trained else None,
                     "train_seconds": float(trained[-1][1]) if trained else None,
-                    "train_wall_seconds": walls["unetkit"], "predict_seconds": time.perf_counter() - started,
-                    "plan": _plan_summary(uk / "run" / "plan.yaml"), **score(uk / "pred", test_names, DATA)},
+                    "train_wall_seconds": walls["unetkit"], "predict_seconds": predict_seconds,
+                    "plan": _plan_summary(uk / "run" / "plan.yaml"), **score(uk / "pred", test_names, DATA),
+                    "tta_none": score(uk / "pred_tta_none", test_names, DATA)["mean"]},
         "monai_basicunet": {**peer_result, "wall_seconds": walls["monai"], **score(peer / "pred", test_names, DATA)},
     }
     a, b = results["unetkit"]["mean"], results["monai_basicunet"]["mean"]
