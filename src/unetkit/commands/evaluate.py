@@ -1,4 +1,11 @@
-"""``unetkit evaluate RUN DATA [--ensemble RUN2 ...]``: per-image CSV, summary JSON and the worst cases as overlays."""
+"""``unetkit evaluate RUN DATA [--ensemble RUN2 ...]``: per-image CSV, summary JSON and the worst cases as overlays.
+
+Volumes (3D runs) are predicted on their own grid (resampled to the plan's spacing and back, as ``predict``
+does) and scored per class and per case in millimetres: Dice, HD95 (mm) and surface Dice at
+``--nsd-tolerance`` mm, one ``<metric>_<class>`` column each in ``per_image.csv``, means in ``summary.json``.
+An empty class never scores NaN: absent from both label and prediction it counts as perfect (Dice 1, HD95 0,
+NSD 1); missed or predicted where there is none, as a failure (Dice 0, NSD 0, HD95 the volume's diagonal in mm).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
                         help="test-time augmentation (default: the plan's infer.tta)")
     parser.add_argument("--worst", type=int, default=3, help="write overlays of the N worst images")
-    parser.add_argument("--surface", action="store_true", help="also HD95 and surface Dice (slower)")
+    parser.add_argument("--surface", action="store_true",
+                        help="also HD95 and surface Dice (slower; always on for 3D runs)")
+    parser.add_argument("--nsd-tolerance", type=float, default=None, metavar="MM",
+                        help="surface Dice tolerance in the image's spacing units (mm for NIfTI; default 1)")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="score with ONNX Runtime on a graph from `unetkit export` of this run")
@@ -37,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.infer.ensemble import EnsemblePredictor, load_predictor, resolve_runs
     from unetkit.infer.predictor import Predictor
     from unetkit.infer.scoring import (
+        DEFAULT_NSD_TOLERANCE_MM,
         METRICS,
         SURFACE_METRICS,
         score_labels,
@@ -64,17 +75,23 @@ def run(args: argparse.Namespace) -> int:
     samples = discover(data).samples
     if not samples:
         raise ValueError(f"{args.data}: no labelled images found")
-    names = METRICS + (SURFACE_METRICS if args.surface else ())
+    volumes = plan.data.spatial_dims == 3
+    names = METRICS + (SURFACE_METRICS if args.surface or volumes else ())
+    tolerance = DEFAULT_NSD_TOLERANCE_MM if args.nsd_tolerance is None else args.nsd_tolerance
+    if tolerance < 0:
+        raise ValueError(f"--nsd-tolerance must be >= 0, got {tolerance}")
     rows, cases = [], []
     for sample in load_samples(samples, data):
         if sample.mask is None:  # discover() pairs every image it returns with a mask
             raise ValueError(f"{sample.key}: no mask to score the prediction against")
-        result = predictor(sample.image)
-        scores = score_labels(result.labels, sample.mask, plan, names)
+        spacing = sample.meta.get("spacing")
+        result = predictor(sample.image, spacing=spacing)
+        scores = score_labels(result.labels, sample.mask, plan, names, spacing=spacing if volumes else None,
+                              nsd_tolerance=tolerance, per_class=volumes)
         rows.append({"key": sample.key, **scores})
         cases.append((scores["dice"], sample, result.labels))
         print(f"{sample.key}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
-    summary = summarise(rows, names)
+    summary = summarise(rows, [k for k in rows[0] if k != "key"])
     write_scores(out, rows, summary)
     write_worst(out / "worst", cases, args.worst)
     print("mean: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "images") + f"  ({len(rows)} images)")

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation: none (1 pass), flips (4 in 2D), d4 (8), d4+scales (24)")
     parser.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default from the plan)")
     parser.add_argument("--min-size", type=int, default=None, help="remove components smaller than N pixels")
-    parser.add_argument("--prob", action="store_true", help="also write <stem>_prob.tif (float32 per class)")
+    parser.add_argument("--prob", action="store_true", help="also write <stem>_prob.tif (float32 per class; NIfTI inputs: a 4D "
+                             "<stem>_prob.nii.gz, x, y, z, classes, with the input's affine)")
     parser.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.tif (needs --tta)")
     parser.add_argument("--no-overlay", action="store_true", help="skip <stem>_overlay.png")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")

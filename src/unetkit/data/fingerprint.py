@@ -32,6 +32,7 @@ def fingerprint(items: Sequence[Any], config: DataConfig | None = None, *, seed:
     Returns:
         dict with ``num_samples``, ``spatial_dims``, ``channels`` (sorted distinct counts), ``dtypes``,
         ``sizes`` (``min`` / ``median`` / ``max`` per spatial axis), ``spacing`` (median, when known),
+        ``spacing_p10`` / ``spacing_min`` / ``spacing_max`` (per axis, when known),
         ``intensity`` (per channel ``mean``, ``std``, ``min``, ``max``, ``p00_5``, ``p50``, ``p99_5``; mean/std
         and percentiles are estimated from up to 10,000 random pixels per image, the mean/std weighted by
         image size; ``intensity_foreground`` the same over labelled foreground pixels; ``None`` when images
@@ -156,6 +157,7 @@ class FingerprintAccumulator:
             "dtypes": sorted(self.dtypes),
             "sizes": _spread(shapes) if shapes is not None else {},
             "spacing": np.median(np.array(self.spacings), axis=0).tolist() if self.spacings else None,
+            **self._spacing_spread(),
             # Every image placed on the ground (a CRS or an affine transform): the planner treats them as aerial.
             "georeferenced": self.georeferenced == len(self.shapes),
             "intensity": self._intensity_stats("all"),
@@ -165,6 +167,14 @@ class FingerprintAccumulator:
             out["spatial_dims"] = out["spatial_dims"][0]
         out.update(self._class_stats())
         return out
+
+    def _spacing_spread(self) -> dict[str, list[float] | None]:
+        """10th percentile, min and max voxel size per axis (the planner's anisotropy rule uses the 10th)."""
+        if not self.spacings or len({len(s) for s in self.spacings}) != 1:
+            return {"spacing_p10": None, "spacing_min": None, "spacing_max": None}
+        sp = np.array(self.spacings)
+        return {"spacing_p10": np.percentile(sp, 10, axis=0).tolist(), "spacing_min": sp.min(0).tolist(),
+                "spacing_max": sp.max(0).tolist()}
 
     def _intensity_stats(self, which: str) -> dict[str, list[float]] | None:
         if not self.moments[which] or len(self.channels) != 1:

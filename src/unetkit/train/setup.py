@@ -53,11 +53,17 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
         raise DatasetError(
             f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}"
         )
+    from unetkit.data.resample import to_target_spacing
+
     samples = discover(data).samples
-    loaded = load_samples(samples, data)
-    examples = [
-        labelled_example(s.key, normalize_for(s.image, data), s.mask) for s in loaded
-    ]
+    examples = []
+    for s in load_samples(samples, data):
+        # Volumes are resampled to the plan's target spacing (a no-op for those already at it).
+        try:
+            image, mask = to_target_spacing(s.image, s.mask, spacing=s.meta.get("spacing"), target=data.target_spacing)
+        except ValueError as err:
+            raise DatasetError(f"{s.meta.get('image_files', [s.key])[0]}: {err}") from err
+        examples.append(labelled_example(s.key, normalize_for(image, data), mask))
     return examples, [s.group for s in samples]
 
 
