@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from unetkit.config import Plan
+from unetkit.data.splits import LabelledSubset
 from unetkit.models.base import save_pretrained
 from unetkit.models.factory import create_model
 from unetkit.precision import autocast, backward_and_step, choose_precision, grad_scaler_for
@@ -73,7 +74,8 @@ def train(
     # 1. Data: checked, loaded, split by group, normalised; a patch batcher with augmentation.
     examples, groups = load_examples(plan.data)
     train_set, val_set = split_examples(
-        examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold
+        examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold,
+        labelled=LabelledSubset.of(cfg),  # train --labels / --labels-file: a subset of the training side
     )
     batcher = PatchBatcher(
         train_set,
