@@ -10,14 +10,15 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from unetkit._io import atomic_path, write_text_atomic
 
-if TYPE_CHECKING:
-    from unetkit.infer.suggest import Pick
+# The writers take unetkit.infer.suggest.Pick objects; that module imports this one, so they are typed as Any
+# here (an import, even under TYPE_CHECKING, would be an import cycle).
+Pick = Any
 
 CSV_COLUMNS = ("rank", "file", "score", "uncertainty", "foreground_uncertainty", "foreground_fraction",
                "tta_variance", "diversity_distance", "selection_value")  # fmt: skip
