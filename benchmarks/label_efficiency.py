@@ -68,11 +68,11 @@ class Setup:
 
 FULL = (
     Setup("magnetic_tile_defects", "magnetic_tile_defects", 128, ("scratch", "pretrained"), test=80,
-          sizes=(10, 20, 40, 80), steps=300, patch=(128, 128), batch=4, candidates=120),
+          sizes=(10, 20, 40), steps=150, patch=(128, 128), batch=4, candidates=80),
     # 260 labelled 3D volumes: the only other shared set with enough cases for a learning curve (DRIVE has
     # 40, ISBI 30, Dubai 72 tiles); the pretrained encoder is 2D, so this one trains from scratch only.
     Setup("msd_task04_hippocampus", "msd_task04_hippocampus", None, ("scratch",), test=60,
-          sizes=(10, 20, 40, 80), steps=300, patch=(32, 48, 32), batch=4, candidates=120),
+          sizes=(10, 20, 40), steps=150, patch=(32, 48, 32), batch=2, candidates=80),
 )  # fmt: skip
 QUICK = (
     replace(FULL[0], axes=("pretrained",), test=6, sizes=(4, 8), steps=6, patch=(128, 128), batch=2, candidates=10,
@@ -307,12 +307,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of a few minutes")
     parser.add_argument("--jobs", type=int, default=1, help="trainings / suggestions at once (1 thread each)")
     parser.add_argument("--datasets", nargs="*", default=None, help="names to run (default: all)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: per dataset)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
+                        help="labelled cases per round, increasing (default: per dataset)")
     args = parser.parse_args(argv)
     from unetkit.precision import cpu_flags
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     setups = [s for s in (QUICK if args.quick else FULL) if not args.datasets or s.name in args.datasets]
+    if args.steps:
+        setups = [replace(s, steps=args.steps) for s in setups]
+    if args.sizes:
+        if sorted(set(args.sizes)) != args.sizes:
+            parser.error("--sizes must be increasing")
+        setups = [replace(s, sizes=tuple(args.sizes)) for s in setups]
     started = time.perf_counter()
     results = [run_dataset(s, out, max(1, args.jobs)) for s in setups]
     report = {"benchmark": "label_efficiency", "quick": args.quick, "jobs": args.jobs, "cpu_flags": cpu_flags(),
