@@ -9,7 +9,7 @@ import pytest
 
 from unetkit.cli import build_parser
 from unetkit.commands.train import build_plan
-from unetkit.config import Plan
+from unetkit.config import Plan, TrainConfig
 from unetkit.data.splits import LabelledSubset, choose_labelled, split_by_seed, training_split
 
 KEYS = [f"case_{i:02d}" for i in range(20)]
@@ -61,3 +61,17 @@ def test_train_flags_are_recorded_in_the_plan(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as err:
         parser.parse_args([*base, "--labels", "0"])
     assert err.value.code == 2
+
+
+def test_the_training_loop_split_keeps_only_the_labelled_cases() -> None:
+    from unetkit.train.batches import Example
+    from unetkit.train.setup import split_examples
+
+    examples = [Example(key=k, image=np.zeros((1, 4, 4), np.float32), mask=np.zeros((4, 4), np.int64)) for k in KEYS]
+    plain_train, plain_val = split_examples(examples, list(KEYS), val_fraction=0.25, seed=1)
+    train, val = split_examples(examples, list(KEYS), val_fraction=0.25, seed=1,
+                                labelled=LabelledSubset.of(TrainConfig(labels=3, labels_seed=2)))
+    assert [e.key for e in val] == [e.key for e in plain_val]
+    assert len(train) == 3 and {e.key for e in train} < {e.key for e in plain_train}
+    assert [e.key for e in train] == training_split(KEYS, list(KEYS), val_fraction=0.25, seed=1,
+                                                    labelled=LabelledSubset(n=3, seed=2)).train
