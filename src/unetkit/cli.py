@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "Train a segmentation model.",
     "evaluate": "Score a trained run on a labelled dataset.",
     "predict": "Predict masks for images of any size.",
+    "suggest": "Rank unlabelled images by what the model would learn from them (label these next).",
     "export": "Export a run to ONNX with a parity check.",
     "serve": "Serve a run over HTTP with a small web page.",
     "diffusion": "Train a diffusion U-Net or sample from one.",

@@ -69,6 +69,12 @@ class TrainConfig:
     # wins clearly (unetkit.infer.alignment); the result is written to infer.shift.
     align: bool = True
     seed: int = 0
+    # Train on a subset of the training side only (the validation part is split first, so it is the same
+    # whatever the subset; see unetkit.data.splits.choose_labelled): `labels_keys` names the samples
+    # exactly (`train --labels-file`), else `labels` > 0 draws that many with `labels_seed`; 0 = all.
+    labels: int = 0
+    labels_seed: int = 0
+    labels_keys: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -55,7 +55,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what training computes in (default: the plan's, auto = bf16 autocast where the CPU has "
                              "native bf16 (AVX-512 BF16 / AMX), fp16 with loss scaling on CUDA, else fp32); "
                              "the choice and its reason are printed and recorded in RUN/state.json")
+    parser.add_argument("--labels", type=_positive_int, default=None, metavar="N",
+                        help="train on N labelled cases of the training side, drawn with --labels-seed (the "
+                             "validation part stays the same, so runs with different N are comparable; a larger N "
+                             "keeps every case of a smaller one); recorded in RUN/plan.yaml as train.labels")
+    parser.add_argument("--labels-seed", type=int, default=None, metavar="S",
+                        help="seed of the --labels draw (default 0)")
+    parser.add_argument("--labels-file", default=None, metavar="LIST.txt",
+                        help="train on exactly these training cases: one key or file name per line (e.g. "
+                             "suggestions.csv's files once labelled); recorded as train.labels_keys")
     add_data_arguments(parser)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +106,10 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
             f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
             f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}"
         )
+        if plan.train.labels or plan.train.labels_keys:
+            chosen = (f"the {len(plan.train.labels_keys)} listed" if plan.train.labels_keys
+                      else f"{plan.train.labels} (seed {plan.train.labels_seed})")
+            say(f"labels: training on {chosen} case(s) of the training side; validation unchanged")
         if plan.model.reason:
             say(f"encoder: {plan.model.reason}")
     if args.fold == "all":
@@ -177,4 +200,25 @@ def build_plan(args: argparse.Namespace) -> Plan:
         overrides.append(f"train.precision={args.precision}")
     if args.time_budget and args.plan:
         overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
-    return apply_overrides(plan, overrides)
+    return _with_labels(apply_overrides(plan, overrides), args)
+
+
+def _with_labels(plan: Plan, args: argparse.Namespace) -> Plan:
+    """``--labels`` / ``--labels-seed`` / ``--labels-file`` into the plan's ``train.labels*`` fields."""
+    from unetkit.data.splits import read_key_list
+
+    labels, seed, listed = getattr(args, "labels", None), getattr(args, "labels_seed", None), getattr(
+        args, "labels_file", None)
+    if labels and listed:
+        raise ValueError("--labels N and --labels-file LIST choose the labelled cases in two ways; give one")
+    changes: dict[str, object] = {}
+    if labels:
+        changes.update(labels=labels, labels_keys=[])
+    if seed is not None:
+        changes["labels_seed"] = seed
+    if listed:
+        keys = read_key_list(listed)
+        if not keys:
+            raise ValueError(f"{listed}: the labelled list is empty")
+        changes.update(labels=0, labels_keys=keys)
+    return dataclasses.replace(plan, train=dataclasses.replace(plan.train, **changes)) if changes else plan

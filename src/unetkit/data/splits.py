@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -182,6 +183,103 @@ def stratified_split(
     if not val_groups:
         raise ValueError("stratified split left validation empty: every label has a single group")
     return _assemble(keys, gs, val_groups)
+
+
+@dataclass(frozen=True)
+class LabelledSubset:
+    """Which training samples keep their labels (``train --labels N --labels-seed S`` / ``--labels-file``).
+
+    ``keys`` (names, as in :func:`choose_labelled`) win; else ``n`` samples drawn with ``seed``; ``n=0``: all.
+    """
+
+    n: int = 0
+    seed: int = 0
+    keys: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, train: Any) -> LabelledSubset:
+        """From a :class:`~unetkit.config.TrainConfig` (its ``labels``, ``labels_seed``, ``labels_keys``)."""
+        return cls(n=int(train.labels), seed=int(train.labels_seed), keys=tuple(train.labels_keys))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.n or self.keys)
+
+
+def training_split(
+    keys: Sequence[str],
+    groups: Sequence[str] | None = None,
+    *,
+    val_fraction: float,
+    seed: int,
+    folds: int = 0,
+    fold: int = 0,
+    labelled: LabelledSubset = LabelledSubset(),
+) -> Split:
+    """The split a training run uses: validation first (fold ``fold`` of ``folds`` when ``folds >= 2``, else
+    about ``val_fraction`` by :func:`split_by_seed`; none for fewer than two samples or ``val_fraction <= 0``),
+    then the labelled subset of the training side, so the validation part does not depend on the subset.
+
+    Raises:
+        ValueError: as :func:`kfold`, :func:`split_by_seed` and :func:`choose_labelled`.
+    """
+    if folds:
+        train, val = kfold(keys, groups, k=folds, fold=fold, seed=seed)
+    elif len(keys) < 2 or val_fraction <= 0:
+        train, val = list(keys), []
+    else:
+        train, val = split_by_seed(keys, groups, val_fraction=val_fraction, seed=seed)
+    if labelled.active:
+        train = choose_labelled(keys, train, n=labelled.n if not labelled.keys else 0, seed=labelled.seed,
+                                names=labelled.keys)
+    return Split(train=train, val=val)
+
+
+def choose_labelled(
+    keys: Sequence[str], train_keys: Sequence[str], *, n: int = 0, seed: int = 0, names: Sequence[str] = ()
+) -> list[str]:
+    """The training samples that keep their labels: the listed ``names``, else ``n`` drawn with ``seed``.
+
+    ``keys`` are all samples (to tell a name on the validation side from an unknown one), ``train_keys`` the
+    training side of the split. A drawn subset is nested: the ``n`` samples for a seed are the first ``n``
+    of one seeded permutation of the sorted training keys, so a larger ``n`` keeps every smaller subset.
+    ``n=0`` and no names: every training sample. Names resolve like :func:`split_by_list` (key or file name,
+    with or without extension). Returns keys in the order of ``train_keys``.
+
+    Raises:
+        ValueError: ``n`` negative or above the number of training samples, both ``n`` and ``names``,
+            a name that matches no sample or one on the validation side.
+    """
+    if n < 0:
+        raise ValueError(f"the number of labelled samples must be positive, got {n}")
+    if n and names:
+        raise ValueError("give either a number of labelled samples or a list of them, not both")
+    if names:
+        index, inside = _name_index(keys), set(train_keys)
+        chosen: set[str] = set()
+        unknown, held_out = [], []
+        for name in (str(v).strip() for v in names if str(v).strip()):
+            key = _resolve_name(name, index)
+            if key is None:
+                unknown.append(name)
+            elif key not in inside:
+                held_out.append(name)
+            else:
+                chosen.add(key)
+        if unknown:
+            raise ValueError(f"labelled list names {len(unknown)} unknown sample(s): {', '.join(unknown[:10])}")
+        if held_out:
+            raise ValueError(f"labelled list names {len(held_out)} sample(s) of the validation split: "
+                             f"{', '.join(held_out[:10])}")
+        if not chosen:
+            raise ValueError("the labelled list is empty")
+        return [k for k in train_keys if k in chosen]
+    if not n:
+        return list(train_keys)
+    if n > len(train_keys):
+        raise ValueError(f"asked for {n} labelled samples but the training split has only {len(train_keys)}")
+    chosen = set(_shuffled(sorted(train_keys), seed)[:n])
+    return [k for k in train_keys if k in chosen]
 
 
 def _members(keys: Sequence[str], groups: Sequence[str] | None) -> dict[str, list[str]]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from unetkit.config import Plan, TrainConfig
+from unetkit.data.splits import LabelledSubset
 from unetkit.models.base import save_pretrained
 from unetkit.models.ema import ema_decay_at, update_ema
 from unetkit.models.factory import create_model
@@ -78,7 +79,8 @@ def train(
     # 1. Data: checked, loaded, split by group, normalised; a patch batcher with augmentation.
     examples, groups = load_examples(plan.data)
     train_set, val_set = split_examples(
-        examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold
+        examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold,
+        labelled=LabelledSubset.of(cfg),  # train --labels / --labels-file: a subset of the training side
     )
     # 2. Model, optimiser, loss, precision.
     parts = _build_parts(plan, dev, ctx)

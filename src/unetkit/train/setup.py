@@ -10,6 +10,7 @@ import torch
 
 from unetkit.data.normalize import normalize_for
 from unetkit.data.options import DataConfig
+from unetkit.data.splits import LabelledSubset, training_split
 from unetkit.train.batches import Example, labelled_example
 
 
@@ -47,14 +48,13 @@ def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
     from unetkit.data.checks import check_dataset
     from unetkit.data.dataset import load_samples
     from unetkit.data.discovery import discover
+    from unetkit.data.resample import to_target_spacing
 
     report = check_dataset(data)
     if report.has_errors:
         raise DatasetError(
             f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}"
         )
-    from unetkit.data.resample import to_target_spacing
-
     samples = discover(data).samples
     examples = []
     for s in load_samples(samples, data):
@@ -75,25 +75,23 @@ def split_examples(
     seed: int,
     folds: int = 0,
     fold: int = 0,
+    labelled: LabelledSubset | None = None,
 ) -> tuple[list[Example], list[Example]]:
     """Hold back a validation part by group (related images never straddle the split).
 
     With ``folds`` (k >= 2) the validation part is fold ``fold`` of a group-aware k-fold split
     (:func:`unetkit.data.splits.kfold`, same ``seed``) and ``val_fraction`` is unused; ``folds=0`` holds
-    back about ``val_fraction`` of the images.
+    back about ``val_fraction`` of the images. ``labelled`` then keeps only a subset of the training side
+    (``train --labels``; the validation part is the same with or without it). See
+    :func:`unetkit.data.splits.training_split`.
 
     Raises:
-        ValueError: ``folds`` is 1 or negative, ``fold`` outside ``0..folds-1``, or fewer groups than folds.
+        ValueError: ``folds`` is 1 or negative, ``fold`` outside ``0..folds-1``, fewer groups than folds, or
+            a labelled subset that does not fit the training side.
     """
-    from unetkit.data.splits import kfold, split_by_seed
-
     keys = [e.key for e in examples]
-    if folds:
-        train_keys, val_keys = kfold(keys, groups, k=folds, fold=fold, seed=seed)
-    elif len(examples) < 2 or val_fraction <= 0:
-        return examples, []
-    else:
-        train_keys, val_keys = split_by_seed(keys, groups, val_fraction=val_fraction, seed=seed)
+    train_keys, val_keys = training_split(keys, groups, val_fraction=val_fraction, seed=seed, folds=folds,
+                                          fold=fold, labelled=labelled or LabelledSubset())
     by_key = {e.key: e for e in examples}
     return [by_key[k] for k in train_keys], [by_key[k] for k in val_keys]
 

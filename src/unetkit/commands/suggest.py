@@ -1,0 +1,65 @@
+"""``unetkit suggest RUN UNLABELLED... --n 20 --out DIR``: which images to label next.
+
+Ranks unlabelled images by the run's uncertainty over test-time-augmentation views (foreground-aware
+pooling) with diversity (uncertainty-weighted k-center on encoder features), skipping the run's own
+training and validation images; writes ``DIR/suggestions.csv`` and ``DIR/contact_sheet.png``. The scoring
+is documented in :mod:`unetkit.infer.suggest`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory written by `unetkit train`")
+    parser.add_argument("inputs", nargs="+", help="unlabelled image files, folders or globs")
+    parser.add_argument("--n", type=_positive_int, default=20, help="how many images to suggest")
+    parser.add_argument("--out", required=True, help="output folder (suggestions.csv, contact_sheet.png)")
+    parser.add_argument("--tta", default="flips", choices=("flips", "d4", "d4+scales"),
+                        help="test-time augmentation whose views give the uncertainty")
+    parser.add_argument("--fg-weight", type=_fraction, default=0.5,
+                        help="weight of the mean uncertainty over the predicted foreground and the most uncertain "
+                             "pixels, against the image mean")
+    parser.add_argument("--top-fraction", type=_fraction, default=0.01,
+                        help="most uncertain fraction of pixels counted with the foreground")
+    parser.add_argument("--no-diversity", action="store_true",
+                        help="rank by score alone (no k-center on encoder features; near-duplicates may both be picked)")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which saved model to use")
+    parser.add_argument("--device", default="cpu", help="torch device")
+
+
+def run(args: argparse.Namespace) -> int:
+    from unetkit.infer.suggest import SuggestOptions, suggest
+
+    options = SuggestOptions(n=args.n, tta=args.tta, fg_weight=args.fg_weight, top_fraction=args.top_fraction,
+                             diversity=not args.no_diversity, checkpoint=args.checkpoint, device=args.device)
+    result = suggest(args.run, args.inputs, options, out=args.out)
+    if result.note:
+        print(f"note: {result.note}")
+    print(f"scored {result.candidates} candidate image(s); skipped {len(result.skipped_train)} of the run's training "
+          f"images and {len(result.skipped_val)} of its validation images")
+    for pick in result.picks:
+        print(f"{pick.rank:>4}  {pick.image.score:.4f}  {pick.image.path}")
+    print(f"wrote {', '.join(str(p) for p in result.written)}")
+    return 0
