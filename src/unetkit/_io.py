@@ -44,6 +44,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files :func:`atomic_path` left beside ``path`` when its process was killed mid-write.
+
+    They never carry the final name, so a reader cannot mistake one for ``path``; a re-run may delete them.
+    """
+    dest = Path(path)
+    if not dest.parent.is_dir():
+        return []
+    return sorted(dest.parent.glob(f".{glob_escape(dest.name)}.*.tmp{glob_escape(_suffix(dest))}"))
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters made literal (``[``, ``*``, ``?``)."""
+    return "".join(f"[{c}]" if c in "[]*?" else c for c in text)
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -55,4 +71,4 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-__all__ = ["atomic_path", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "glob_escape", "stale_temporaries", "write_json_atomic", "write_text_atomic"]

@@ -44,6 +44,18 @@ def unreadable(path: str | Path, error: BaseException) -> ValueError:
     return ValueError(f"{path}: unreadable image ({type(error).__name__}: {reason})")
 
 
+def too_large(path: str | Path, error: BaseException) -> ValueError:
+    """The error for a header that declares more pixels than a whole-image decoder accepts (a decompression bomb).
+
+    Raised from the header alone, before any pixel buffer is allocated. The message keeps the error's type name
+    (``DecompressionBombError``), which the HTTP service maps to 413.
+    """
+    return ValueError(
+        f"{path}: image too large to decode whole ({type(error).__name__}: {error}); a real raster this large "
+        "belongs in a (Geo)TIFF, which `unetkit predict --windowed` predicts window by window in bounded memory"
+    )
+
+
 class WindowError(ValueError):
     """A window that does not fit the image (a ``ValueError``, kept apart from decoding errors)."""
 
