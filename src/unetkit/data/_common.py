@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,31 @@ def unreadable(path: str | Path, error: BaseException) -> ValueError:
     """The error every reader raises for a file that exists but cannot be decoded."""
     reason = str(error) or type(error).__name__
     return ValueError(f"{path}: unreadable image ({type(error).__name__}: {reason})")
+
+
+# The most bytes a whole-image read decodes (TIFF, NIfTI); a header declaring more is refused before allocating.
+# Pillow's own limit (Image.MAX_IMAGE_PIXELS) guards PNG / JPEG / GIF / BMP.
+MAX_DECODE_BYTES = 16 * 2**30
+
+
+class DecodeLimitError(ValueError):
+    """A header declares more bytes than :data:`MAX_DECODE_BYTES` (or than the memory available)."""
+
+
+def check_decoded_size(path: str | Path, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse a whole-image decode of ``shape`` x ``itemsize`` bytes that cannot fit (read from the header only).
+
+    Raises:
+        ValueError: over :data:`MAX_DECODE_BYTES` or over the physical memory available now.
+    """
+    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
+    limit = MAX_DECODE_BYTES
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limit = min(limit, os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    if nbytes > limit:
+        shown = "x".join(str(int(s)) for s in shape)
+        reason = ValueError(f"header declares {shown} = {nbytes} bytes, over the {limit} bytes a whole-image read may take")
+        raise DecodeLimitError(*too_large(path, reason).args)
 
 
 def too_large(path: str | Path, error: BaseException) -> ValueError:

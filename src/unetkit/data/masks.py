@@ -457,7 +457,8 @@ def _decode(code: int) -> RGB:
 
 def _as_number(v: np.generic) -> int:
     f = float(v)
-    return int(f) if f == int(f) else f  # type: ignore[return-value]
+    # NaN / inf (float masks, e.g. a raster's nodata) stay floats: int() of them raises.
+    return int(f) if f.is_integer() else f  # type: ignore[return-value]
 
 
 def _short(values: Sequence[int], n: int = 10) -> str:

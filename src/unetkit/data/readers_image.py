@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unetkit.data import _common
 from unetkit.data._common import atomic_target, to_channels_first, too_large, unreadable
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -124,6 +125,7 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _common.check_decoded_size(path, tuple(series.shape), series.dtype.itemsize)
             raw = series.asarray()
             axes = series.axes
             page = tif.pages[0]
@@ -133,7 +135,7 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
                 "photometric": page.photometric.name.lower(),
                 "compression": page.compression.name.lower(),
             }
-    except FileNotFoundError:
+    except (FileNotFoundError, _common.DecodeLimitError):
         raise
     except (KeyError, NotImplementedError) as err:
         # tifffile lacks a codec (e.g. LZW / JPEG without the optional imagecodecs package):
