@@ -33,15 +33,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(path)
     if not dest.parent.is_dir():
         raise FileNotFoundError(f"{dest}: folder {dest.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{_suffix(dest)}", dir=dest.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{_suffix(dest)}", dir=dest.parent)
+    except OSError as err:  # a read-only or full file system, no permission
+        raise _cannot_write(dest, err) from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, dest)
+    except OSError as err:
+        raise _cannot_write(dest, err) from err
     finally:
         # After a successful replace the temporary name is gone; after a failure it must go.
         tmp.unlink(missing_ok=True)
+
+
+def _cannot_write(dest: Path, err: OSError) -> OSError:
+    """``err`` (same errno, so the same OSError subclass) with a message naming the destination."""
+    if err.errno is None:
+        return OSError(f"cannot write {dest}: {err}")
+    return OSError(err.errno, f"cannot write {dest}: {err.strerror or err}")
 
 
 def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
