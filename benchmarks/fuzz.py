@@ -78,6 +78,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.minutes <= 0:
         parser.error("--minutes must be positive")
+    import logging
+
+    logging.disable(logging.CRITICAL)  # nibabel / tifffile / multipart log every broken header they fix up
     names = args.target or sorted(TARGETS)
     per_target = 10.0 if args.quick else args.minutes * 60 / len(names)
     from unetkit.precision import cpu_flags
