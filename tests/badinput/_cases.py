@@ -6,6 +6,7 @@ Read with :mod:`_harness`. ``CASES`` drives ``test_corpus.py`` and ``scripts/bad
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shlex
 import struct
@@ -57,6 +58,23 @@ def bomb_png(width: int, height: int, *, depth: int = 8, colour: int = 0) -> byt
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
             + png_chunk(b"IEND", b""))  # fmt: skip
+
+
+def bomb_tiff(width: int, height: int) -> bytes:
+    """A real 64 x 64 TIFF whose ImageWidth / ImageLength tags are rewritten to ``width`` x ``height`` (LONG)."""
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, isbi_image(64), photometric="minisblack")
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"II*\0"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        tag = struct.unpack_from("<H", data, entry)[0]
+        if tag in (256, 257):
+            struct.pack_into("<HHII", data, entry, tag, 4, 1, width if tag == 256 else height)
+    return bytes(data)
 
 
 def save_png(path: Path, array: np.ndarray) -> None:
@@ -574,6 +592,10 @@ CASES: list[Case] = [
     # the Python API
     Case("api-read-bomb", "api", "read_image on a PNG declaring 60000x60000", _write("huge.png", bomb_png(60000, 60000)),
          1, ("ValueError", "huge.png", "too large", "--windowed"), call=_api(_read_image("huge.png")), max_memory_mb=16),
+    Case("api-read-tiff-bomb", "api", "read_image on a TIFF whose header declares 300000x300000 (refused before allocating)",
+         _write("huge.tif", lambda ws: bomb_tiff(300000, 300000)), 1,
+         ("ValueError", "huge.tif", "too large", "300000x300000", "--windowed"), call=_api(_read_image("huge.tif")),
+         max_memory_mb=16),
     Case("api-read-zero-byte-nifti", "api", "read_image on a zero-byte .nii.gz", _write("v.nii.gz", b""), 1,
          ("ValueError", "v.nii.gz", "unreadable image"), call=_api(_read_image("v.nii.gz"))),
     Case("api-read-truncated-nii", "api", "read_image on an uncompressed .nii cut short (real hippocampus)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,13 +60,20 @@ def check_decoded_size(path: str | Path, shape: tuple[int, ...], itemsize: int) 
         ValueError: over :data:`MAX_DECODE_BYTES` or over the physical memory available now.
     """
     nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
-    limit = MAX_DECODE_BYTES
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        limit = min(limit, os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    limit = min(MAX_DECODE_BYTES, _available_memory() or MAX_DECODE_BYTES)
     if nbytes > limit:
         shown = "x".join(str(int(s)) for s in shape)
         reason = ValueError(f"header declares {shown} = {nbytes} bytes, over the {limit} bytes a whole-image read may take")
         raise DecodeLimitError(*too_large(path, reason).args)
+
+
+def _available_memory() -> int | None:
+    """Linux's MemAvailable (free memory plus what the page cache would give back), or None where unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 def too_large(path: str | Path, error: BaseException) -> ValueError:
