@@ -33,15 +33,43 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(path)
     if not dest.parent.is_dir():
         raise FileNotFoundError(f"{dest}: folder {dest.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{_suffix(dest)}", dir=dest.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{_suffix(dest)}", dir=dest.parent)
+    except OSError as err:  # a read-only or full file system, no permission
+        raise _cannot_write(dest, err) from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, dest)
+    except OSError as err:
+        raise _cannot_write(dest, err) from err
     finally:
         # After a successful replace the temporary name is gone; after a failure it must go.
         tmp.unlink(missing_ok=True)
+
+
+def _cannot_write(dest: Path, err: OSError) -> OSError:
+    """``err`` (same errno, so the same OSError subclass) with a message naming the destination."""
+    if err.errno is None:
+        return OSError(f"cannot write {dest}: {err}")
+    return OSError(err.errno, f"cannot write {dest}: {err.strerror or err}")
+
+
+def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files :func:`atomic_path` left beside ``path`` when its process was killed mid-write.
+
+    They never carry the final name, so a reader cannot mistake one for ``path``; a re-run may delete them.
+    """
+    dest = Path(path)
+    if not dest.parent.is_dir():
+        return []
+    return sorted(dest.parent.glob(f".{glob_escape(dest.name)}.*.tmp{glob_escape(_suffix(dest))}"))
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob metacharacters made literal (``[``, ``*``, ``?``)."""
+    return "".join(f"[{c}]" if c in "[]*?" else c for c in text)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -55,4 +83,4 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-__all__ = ["atomic_path", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "glob_escape", "stale_temporaries", "write_json_atomic", "write_text_atomic"]

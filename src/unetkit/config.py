@@ -127,11 +127,28 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        text = Path(path).read_text()
-        raw = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+        """Read a plan written by :meth:`save` (or by hand).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not UTF-8, not YAML/JSON, not a mapping, or a field that does not fit its type; the
+                message starts with the path.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such plan file")
+        try:
+            text = path.read_text(encoding="utf-8")
+            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+            reason = " ".join(str(err).split())  # YAML errors span several lines
+            raise ValueError(f"{path}: not a readable plan ({type(err).__name__}: {reason})") from err
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: not a plan (expected a mapping)")
-        return cls.from_dict(raw)
+        try:
+            return cls.from_dict(raw)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: {err}") from err
 
 
 T = TypeVar("T")
@@ -139,6 +156,27 @@ T = TypeVar("T")
 
 # Fields that earlier versions wrote and this one no longer has: dropped on load so old plans keep loading.
 RETIRED_FIELDS = {"TrainConfig": {"num_workers"}}
+
+
+def _at_least(low: float) -> tuple[Any, str]:
+    return (lambda v: v >= low), f"at least {low:g}"
+
+
+def _fraction(*, top: bool) -> tuple[Any, str]:
+    return (lambda v: 0 <= v <= 1 if top else 0 <= v < 1), f"in [0, 1{']' if top else ')'}"
+
+
+# Bounds of the numeric fields whose values outside them only fail later (or train nonsense): checked with the
+# types, so `--set train.batch_size=-4` stops before any data is read. None (where a field allows it) is not checked.
+BOUNDS: dict[str, tuple[Any, str]] = {
+    "train.batch_size": _at_least(1), "train.steps": _at_least(0), "train.warmup_steps": _at_least(0),
+    "train.val_every": _at_least(0), "train.workers": _at_least(0), "train.folds": _at_least(0),
+    "train.fold": _at_least(0), "train.weight_decay": _at_least(0), "train.grad_clip": _at_least(0),
+    "train.encoder_lr_scale": _at_least(0), "train.val_fraction": _fraction(top=False),
+    "train.foreground_fraction": _fraction(top=True), "train.lr": ((lambda v: v > 0), "positive"),
+    "train.time_budget_s": ((lambda v: v > 0), "positive"), "infer.batch_size": _at_least(1),
+    "infer.min_size": _at_least(0), "infer.overlap": _fraction(top=False), "infer.threshold": _fraction(top=True),
+}
 
 
 def _build(cls: type[T], raw: dict[str, Any], section: str) -> T:
@@ -152,6 +190,9 @@ def _build(cls: type[T], raw: dict[str, Any], section: str) -> T:
         if not _matches(value, hints[key]):
             raise ValueError(f"{section}.{key}: expected {_type_name(hints[key])}, got {value!r} "
                              f"({type(value).__name__})")
+        check, wanted = BOUNDS.get(f"{section}.{key}", (None, ""))
+        if check is not None and value is not None and not check(value):
+            raise ValueError(f"{section}.{key}: must be {wanted}, got {value!r}")
     return cls(**raw)
 
 

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="threads that decode inputs ahead, and as many that write outputs behind (default 2)")
     parser.add_argument("--sequential", action="store_true",
                         help="read, predict and write one file after the other (no reader / writer threads)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="skip inputs whose every output file already exists (outputs are renamed into place "
+                             "only when complete, so a killed run is finished by running it again with this flag)")
     parser.add_argument("--batch-images", action="store_true",
                         help="send consecutive same-shape images that each fit in one tile through the network "
                              "together (up to infer.batch_size); probabilities may differ from one at a time in "
@@ -76,7 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from unetkit import ranks
     from unetkit.infer.files import expand_inputs
-    from unetkit.infer.pipeline import PipelineOptions, plan_jobs, predict_files, predict_sequential
+    from unetkit.infer.pipeline import (
+        PipelineOptions,
+        plan_jobs,
+        predict_files,
+        predict_sequential,
+        skip_complete,
+    )
 
     for flag, value in (("--threads", args.threads), ("--io-threads", args.io_threads)):
         if value is not None and value < 1:
@@ -95,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
         # Every process plans every input (same outputs, same refusals), then predicts its own share.
         jobs = ranks.shard(plan_jobs(files, out, prob=args.prob, uncertainty=args.uncertainty,
                                      overlay=not args.no_overlay), ctx)
+        if args.skip_existing:
+            jobs, skipped = skip_complete(jobs)
+            for job in skipped:
+                print(f"{job.path}: skipped, its outputs exist", flush=True)
         windowed = functools.partial(_windowed, predictor=predictor, args=args)
         if args.sequential:
             outcomes = predict_sequential(predictor, jobs, windowed=windowed)
@@ -152,7 +165,10 @@ def _print_outcomes(outcomes) -> int:  # type: ignore[no-untyped-def]
             print(f"{outcome.path} -> {', '.join(p.name for p in outcome.written)}", flush=True)
         else:
             failures += 1
-            print(f"unetkit predict: {outcome.path}: {outcome.error}", file=sys.stderr, flush=True)
+            # Reader errors start with the path already; others get it in front.
+            text = str(outcome.error)
+            where = "" if text.startswith(str(outcome.path)) else f"{outcome.path}: "
+            print(f"unetkit predict: {where}{text}", file=sys.stderr, flush=True)
     return failures
 
 

@@ -169,9 +169,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
     """Plan from the data (or a plan file), then the CLI's model flags and ``--set`` overrides on top."""
     from unetkit.train.plan import optimiser_settings, plan_from_data
 
-    # Every --set value is checked against its field's type before any data is read (a typo must not cost a
-    # dataset load).
-    apply_overrides(Plan(), list(args.set))
+    # Every --set value (and --folds / --fold) is checked against its field's type and bounds before any data is
+    # read (a typo must not cost a dataset load).
+    folds = fold_overrides(getattr(args, "folds", None), getattr(args, "fold", None))
+    apply_overrides(Plan(), list(args.set) + folds)
     if args.plan:
         plan = Plan.load(args.plan)
     else:
@@ -181,7 +182,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         plan = plan_from_data(
             data_config_from_args(args), device=args.device, time_budget_s=budget, pretrained=pretrained
         )
-    overrides = list(args.set) + fold_overrides(getattr(args, "folds", None), getattr(args, "fold", None))
+    overrides = list(args.set) + folds
     if args.model:
         overrides.append(f"model.name={args.model}")
     if args.encoder:

@@ -44,6 +44,50 @@ def unreadable(path: str | Path, error: BaseException) -> ValueError:
     return ValueError(f"{path}: unreadable image ({type(error).__name__}: {reason})")
 
 
+# The most bytes a whole-image read decodes (TIFF, NIfTI); a header declaring more is refused before allocating.
+# Pillow's own limit (Image.MAX_IMAGE_PIXELS) guards PNG / JPEG / GIF / BMP.
+MAX_DECODE_BYTES = 16 * 2**30
+
+
+class DecodeLimitError(ValueError):
+    """A header declares more bytes than :data:`MAX_DECODE_BYTES` (or than the memory available)."""
+
+
+def check_decoded_size(path: str | Path, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse a whole-image decode of ``shape`` x ``itemsize`` bytes that cannot fit (read from the header only).
+
+    Raises:
+        ValueError: over :data:`MAX_DECODE_BYTES` or over the physical memory available now.
+    """
+    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * int(itemsize)
+    limit = min(MAX_DECODE_BYTES, _available_memory() or MAX_DECODE_BYTES)
+    if nbytes > limit:
+        shown = "x".join(str(int(s)) for s in shape)
+        reason = ValueError(f"header declares {shown} = {nbytes} bytes, over the {limit} bytes a whole-image read may take")
+        raise DecodeLimitError(*too_large(path, reason).args)
+
+
+def _available_memory() -> int | None:
+    """Linux's MemAvailable (free memory plus what the page cache would give back), or None where unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def too_large(path: str | Path, error: BaseException) -> ValueError:
+    """The error for a header that declares more pixels than a whole-image decoder accepts (a decompression bomb).
+
+    Raised from the header alone, before any pixel buffer is allocated. The message keeps the error's type name
+    (``DecompressionBombError``), which the HTTP service maps to 413.
+    """
+    return ValueError(
+        f"{path}: image too large to decode whole ({type(error).__name__}: {error}); a real raster this large "
+        "belongs in a (Geo)TIFF, which `unetkit predict --windowed` predicts window by window in bounded memory"
+    )
+
+
 class WindowError(ValueError):
     """A window that does not fit the image (a ``ValueError``, kept apart from decoding errors)."""
 

@@ -242,7 +242,10 @@ def infer_mask_encoding(
                                   {"mask_threshold": 128}, needs_options=True)  # fmt: skip
     total = sum(values.values())
     extremes = values.get(0, 0) + values.get(255, 0)
-    if len(vs) > 2 and extremes >= 0.95 * total and max(vs) == 255:
+    # Anti-aliased or resampled 0/255 masks: a few soft pixels at the edges, or (resampled) dozens of levels
+    # between the two extremes; the latter must not pass as 255 class indices plus the ignore value.
+    soft = extremes >= 0.95 * total or (len(vs) > 32 and 0 in values and extremes >= 0.5 * total)
+    if len(vs) > 2 and soft and max(vs) == 255:
         share = 100 * (1 - extremes / total)
         return EncodingSuggestion("soft_mask", f"masks are 0/255 with soft edges ({share:.2f}% of pixels in 1..254)",
                                   "pass --mask-threshold 128", {"mask_threshold": 128}, needs_options=True)  # fmt: skip
@@ -454,7 +457,8 @@ def _decode(code: int) -> RGB:
 
 def _as_number(v: np.generic) -> int:
     f = float(v)
-    return int(f) if f == int(f) else f  # type: ignore[return-value]
+    # NaN / inf (float masks, e.g. a raster's nodata) stay floats: int() of them raises.
+    return int(f) if f.is_integer() else f  # type: ignore[return-value]
 
 
 def _short(values: Sequence[float], n: int = 10) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from unetkit.data._common import atomic_target, unreadable
+from unetkit.data._common import DecodeLimitError, atomic_target, check_decoded_size, unreadable
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -53,8 +53,10 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     path = Path(path)
     try:
         img = _load(path, mmap=False)
+        # nibabel allocates the whole array before reading: check the header's size first.
+        check_decoded_size(path, tuple(img.shape), img.get_data_dtype().itemsize)
         data = np.asarray(img.dataobj)
-    except FileNotFoundError:
+    except (FileNotFoundError, DecodeLimitError):
         raise
     except Exception as err:  # noqa: BLE001 - nibabel/gzip/zlib raise many types; all mean "unreadable"
         raise unreadable(path, err) from err

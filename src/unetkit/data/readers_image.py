@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unetkit.data._common import atomic_target, to_channels_first, unreadable
+from unetkit.data import _common
+from unetkit.data._common import atomic_target, to_channels_first, too_large, unreadable
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -48,7 +49,9 @@ def read_pillow(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
                 # CMYK / YCbCr / LAB / HSV: segmentation models expect RGB.
                 im = im.convert("RGB")
             array = np.array(im)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise too_large(path, err) from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         if isinstance(err, FileNotFoundError):
             raise
         raise unreadable(path, err) from err
@@ -82,7 +85,15 @@ def _png_is_16bit_colour(path: Path) -> bool:
     # Signature (8) + IHDR length (4) + "IHDR" (4) + width (4) + height (4) + bit depth + colour type.
     if len(head) < 26 or head[12:16] != b"IHDR":
         return False
-    return head[24] == 16 and head[25] in (2, 6)
+    if head[24] != 16 or head[25] not in (2, 6):
+        return False
+    # OpenCV decodes these, and has no limit as tight as Pillow's: refuse a huge declared size from the header.
+    pixels = int.from_bytes(head[16:20], "big") * int.from_bytes(head[20:24], "big")
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or pixels)
+    if pixels > limit:
+        bomb = Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of {limit} pixels")
+        raise too_large(path, bomb)
+    return True
 
 
 def _read_png16_colour(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -114,6 +125,7 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _common.check_decoded_size(path, tuple(series.shape), series.dtype.itemsize)
             raw = series.asarray()
             axes = series.axes
             page = tif.pages[0]
@@ -123,7 +135,7 @@ def read_tiff(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
                 "photometric": page.photometric.name.lower(),
                 "compression": page.compression.name.lower(),
             }
-    except FileNotFoundError:
+    except (FileNotFoundError, _common.DecodeLimitError):
         raise
     except (KeyError, NotImplementedError) as err:
         # tifffile lacks a codec (e.g. LZW / JPEG without the optional imagecodecs package):
@@ -184,7 +196,9 @@ def pillow_shape(path: str | Path) -> tuple[int, int, int]:
             return bands, im.size[1], im.size[0]
     except FileNotFoundError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise too_large(path, err) from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise unreadable(path, err) from err
 
 

@@ -109,6 +109,27 @@ def plan_jobs(files: Sequence[Path], out: Path, *, prob: bool, uncertainty: bool
     return jobs
 
 
+def skip_complete(jobs: Sequence[FileJob]) -> tuple[list[FileJob], list[FileJob]]:
+    """``(to_do, skipped)``: the jobs with an output missing, and those whose every output already exists.
+
+    Each output is renamed into place only once complete, so an existing file is a complete one; an input
+    with some outputs missing (a killed run stopped between its files) is redone whole. The temporary files a
+    killed writer left beside a redone input's outputs are deleted.
+    """
+    from unetkit._io import stale_temporaries
+
+    to_do, skipped = [], []
+    for job in jobs:
+        if job.targets and all(t.is_file() for t in job.targets.values()):
+            skipped.append(job)
+            continue
+        for target in (job.targets or {}).values():
+            for leftover in stale_temporaries(target):
+                leftover.unlink(missing_ok=True)
+        to_do.append(job)
+    return to_do, skipped
+
+
 def predict_sequential(  # type: ignore[no-untyped-def]
     predictor, jobs: Sequence[FileJob], *, windowed: Windowed | None = None
 ) -> Iterator[FileOutcome]:

@@ -299,7 +299,11 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
         raise ValueError(
             f"{config_path}: format version {version} is newer than this unetkit reads ({CHECKPOINT_FORMAT_VERSION})"
         )
-    model = registry.build(name, **kwargs)
+    try:
+        model = registry.build(name, **kwargs)
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:  # unknown name or keyword, a refused value
+        reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ValueError(f"{config_path}: cannot build model {name!r} from its kwargs ({reason})") from err
     try:
         state = load_file(str(weights_path), device=str(device))
     except Exception as err:  # safetensors raises its own error types for corrupt headers

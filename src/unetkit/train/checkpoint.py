@@ -79,8 +79,7 @@ def load_training_state(
     meta_path = run_dir / STATE_JSON
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: nothing to resume in {run_dir}")
-    meta = json.loads(meta_path.read_text())
-    tensors = load_file(str(run_dir / meta["tensors"]))
+    meta, tensors = _read_state(meta_path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -101,6 +100,27 @@ def load_training_state(
             stacklevel=2,
         )
     return meta["scalars"]
+
+
+def _read_state(meta_path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``state.json`` and the tensors it names; a malformed or foreign state is a ValueError naming the file."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        name = meta["tensors"]
+        if not isinstance(meta.get("scalars"), dict) or not isinstance(name, str):
+            raise TypeError("scalars must be a mapping and tensors a file name")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{meta_path}: not a unetkit training state ({type(err).__name__}: {err})") from err
+    tensor_path = meta_path.parent / name
+    if Path(name).name != name or not name.startswith(f"{STATE_TENSORS}."):
+        raise ValueError(f"{meta_path}: names tensors file {name!r}, expected {STATE_TENSORS}.<step> in the run folder")
+    if not tensor_path.is_file():
+        raise FileNotFoundError(f"{tensor_path} not found (named by {meta_path}); the run cannot be resumed")
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{tensor_path}: unreadable safetensors file ({err})") from err
+    return meta, tensors
 
 
 def _atomic(path: Path, write: Any) -> None:
