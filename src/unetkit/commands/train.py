@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from unetkit.commands._data_args import add_data_arguments, data_config_from_args
 from unetkit.config import Plan, apply_overrides, parse_duration
@@ -212,7 +213,7 @@ def _with_labels(plan: Plan, args: argparse.Namespace) -> Plan:
         args, "labels_file", None)
     if labels and listed:
         raise ValueError("--labels N and --labels-file LIST choose the labelled cases in two ways; give one")
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if labels:
         changes.update(labels=labels, labels_keys=[])
     if seed is not None:

@@ -219,7 +219,7 @@ def encoder_features(predictor: Predictor, image: np.ndarray) -> np.ndarray:
     x = F.pad(x, pads)
     pooled = []
     for window in tile_grid(tuple(target), tile, overlap=0.0):
-        batch = x[(slice(None), *window)][None].to(predictor.device)
+        batch = x[(slice(None),) + tuple(window)][None].to(predictor.device)
         if predictor.layout is not None:
             batch = batch.contiguous(memory_format=predictor.layout)
         with autocast(predictor.device, predictor.amp_dtype):

@@ -68,8 +68,8 @@ def thumbnails(image: np.ndarray, uncertainty: np.ndarray, *, size: int) -> tupl
     h, w = uncertainty.shape
     scale = size / max(h, w)
     shape = (max(1, round(w * scale)), max(1, round(h * scale)))
-    rgb = np.asarray(Image.fromarray(_to_rgb(image)).resize(shape, Image.BILINEAR))
-    heat = np.asarray(Image.fromarray(colourise(uncertainty)).resize(shape, Image.NEAREST))
+    rgb = np.asarray(Image.fromarray(_to_rgb(image)).resize(shape, Image.Resampling.BILINEAR))
+    heat = np.asarray(Image.fromarray(colourise(uncertainty)).resize(shape, Image.Resampling.NEAREST))
     return rgb, heat
 
 
