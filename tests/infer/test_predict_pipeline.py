@@ -117,10 +117,10 @@ def test_outcomes_keep_input_order_while_reads_run_ahead_and_writes_behind(
         reader_threads.add(threading.current_thread().name)
         return real_read(path)
 
-    def call(self: Predictor, image: np.ndarray) -> object:
+    def call(self: Predictor, image: np.ndarray, **options: object) -> object:
         if not first_write_done.is_set():
             computed_while_writing.append(image.shape)
-        return real_call(self, image)
+        return real_call(self, image, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipeline, "write_outputs", slow_first_write)
     monkeypatch.setattr(pipeline, "read_input", read)
