@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,16 @@ def isbi_folder(folder: Path, sizes: list[tuple[int, int]], *, first: int = 0) -
         Image.fromarray(array[40 : 40 + rows, 30 : 30 + cols]).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def one_compute_thread() -> Iterator[None]:
+    """One compute thread for references and pipelines alike: the pipeline keeps a core for reading and writing,
+    and another thread count may change the last bits of a convolution's sums (seen after other tests)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
