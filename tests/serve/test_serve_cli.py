@@ -20,7 +20,7 @@ from unetkit.commands.serve import is_loopback
 
 def test_cli_refuses_a_missing_run_and_bad_numbers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["serve", str(tmp_path / "missing")]) == 1
-    assert "no such file" in capsys.readouterr().err.lower()
+    assert "missing/plan.yaml: no such plan file" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "missing"), "--port", "70000"]) == 1
     assert "--port must be in 0..65535" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "missing"), "--max-batch", "0"]) == 1
@@ -48,7 +48,7 @@ def test_a_non_loopback_host_needs_a_key_or_an_explicit_no_auth(tmp_path: Path, 
         if env:
             monkeypatch.setenv("UNETKIT_API_KEY", env)
         assert main(["serve", run, "--host", "0.0.0.0", *extra]) == 1
-        assert "no such file" in capsys.readouterr().err.lower()
+        assert "missing/plan.yaml: no such plan file" in capsys.readouterr().err
 
 
 def test_a_missing_serve_extra_is_one_line_with_the_install_command(tmp_path: Path, capsys: pytest.CaptureFixture,
