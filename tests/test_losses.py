@@ -333,3 +333,14 @@ def test_class_weight_length_is_checked():
             task="multiclass",
             class_weights=[1, 2],
         )
+
+
+def test_tversky_index_counting_options_reach_the_counts_and_unknown_ones_are_refused() -> None:
+    logits = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = (torch.arange(64).view(1, 8, 8) % 3 == 0).long().expand(3, 8, 8)
+    per_sample = L.tversky_index(logits, target, task="multiclass", batch_dice=False)
+    assert per_sample.shape == (3, 1)  # background left out, one row per sample
+    with_background = L.tversky_index(logits, target, task="multiclass", include_background=True)
+    assert with_background.shape == (2,)
+    with pytest.raises(TypeError, match="batch_dcie"):
+        L.tversky_index(logits, target, task="multiclass", batch_dcie=False)

@@ -10,38 +10,20 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+from unetkit.commands._argtypes import fraction, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory written by `unetkit train`")
     parser.add_argument("inputs", nargs="+", help="unlabelled image files, folders or globs")
-    parser.add_argument("--n", type=_positive_int, default=20, help="how many images to suggest")
+    parser.add_argument("--n", type=positive_int, default=20, help="how many images to suggest")
     parser.add_argument("--out", required=True, help="output folder (suggestions.csv, contact_sheet.png)")
     parser.add_argument("--tta", default="flips", choices=("flips", "d4", "d4+scales"),
                         help="test-time augmentation whose views give the uncertainty")
-    parser.add_argument("--fg-weight", type=_fraction, default=0.5,
+    parser.add_argument("--fg-weight", type=fraction, default=0.5,
                         help="weight of the mean uncertainty over the predicted foreground and the most uncertain "
                              "pixels, against the image mean")
-    parser.add_argument("--top-fraction", type=_fraction, default=0.01,
+    parser.add_argument("--top-fraction", type=fraction, default=0.01,
                         help="most uncertain fraction of pixels counted with the foreground")
     parser.add_argument("--no-diversity", action="store_true",
                         help="rank by score alone (no k-center on encoder features; near-duplicates may both be picked)")

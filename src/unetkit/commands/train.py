@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from unetkit.commands._argtypes import positive_int
 from unetkit.commands._data_args import add_data_arguments, data_config_from_args
 from unetkit.config import Plan, apply_overrides, parse_duration
 
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what training computes in (default: the plan's, auto = bf16 autocast where the CPU has "
                              "native bf16 (AVX-512 BF16 / AMX), fp16 with loss scaling on CUDA, else fp32); "
                              "the choice and its reason are printed and recorded in RUN/state.json")
-    parser.add_argument("--labels", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--labels", type=positive_int, default=None, metavar="N",
                         help="train on N labelled cases of the training side, drawn with --labels-seed (the "
                              "validation part stays the same, so runs with different N are comparable; a larger N "
                              "keeps every case of a smaller one); recorded in RUN/plan.yaml as train.labels")
@@ -66,16 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train on exactly these training cases: one key or file name per line (e.g. "
                              "suggestions.csv's files once labelled); recorded as train.labels_keys")
     add_data_arguments(parser)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

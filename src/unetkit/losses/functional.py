@@ -156,28 +156,25 @@ def tversky_index(
     target: Tensor,
     *,
     task: str,
-    ignore_index: int = 255,
     alpha: float = 0.3,
     beta: float = 0.7,
-    batch_dice: bool = True,
-    include_background: bool = False,
     smooth: float = DEFAULT_SMOOTH,
+    **counting: Any,
 ) -> Tensor:
     """Soft Tversky index ``(TP + s) / (TP + alpha FP + beta FN + s)`` per class (``(C',)`` or ``(N, C')``).
 
     ``alpha`` weights false positives, ``beta`` false negatives; ``beta > alpha`` favours recall (small
-    structures). ``alpha = beta = 0.5`` is Dice up to the smoothing term.
+    structures). ``alpha = beta = 0.5`` is Dice up to the smoothing term. ``counting``: how the soft counts
+    are taken, as for :func:`dice_loss` (``ignore_index=255``, ``batch_dice=True``,
+    ``include_background=False``).
     """
     if alpha < 0 or beta < 0:
         raise ValueError(f"Tversky alpha and beta must be >= 0, got {alpha}, {beta}")
-    tp, fp, fn = _soft_counts(
-        logits,
-        target,
-        task=task,
-        ignore_index=ignore_index,
-        batch_dice=batch_dice,
-        include_background=include_background,
-    )
+    unknown = set(counting) - {"ignore_index", "batch_dice", "include_background"}
+    if unknown:
+        raise TypeError(f"tversky_index() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    options = {"ignore_index": 255, "batch_dice": True, "include_background": False, **counting}
+    tp, fp, fn = _soft_counts(logits, target, task=task, **options)
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
 
 
