@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unetkit.commands._argtypes import positive_int
 from unetkit.commands._data_args import add_data_arguments, data_config_from_args
 from unetkit.config import Plan, apply_overrides, parse_duration
+
+if TYPE_CHECKING:
+    from unetkit.data.dataset import LoadedSample
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +96,7 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
         if args.precision:
             plan = apply_overrides(plan, [f"train.precision={args.precision}"])
     else:
-        plan = build_plan(args)
+        plan, samples = plan_with_samples(args)
         say(
             f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
             f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}"
@@ -106,7 +109,9 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
             say(f"encoder: {plan.model.reason}")
     if args.fold == "all":
         return _run_folds(plan, out, args, say=say)
-    result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device)
+    # Planned from the data: the trainer takes the samples the check and the fingerprint read (each file once).
+    loaded = None if args.resume else samples
+    result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device, loaded=loaded)
     say(
         f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}"
     )
@@ -159,21 +164,34 @@ def fold_overrides(folds: int | None, fold: str | None) -> list[str]:
 
 def build_plan(args: argparse.Namespace) -> Plan:
     """Plan from the data (or a plan file), then the CLI's model flags and ``--set`` overrides on top."""
+    return plan_with_samples(args)[0]
+
+
+def plan_with_samples(args: argparse.Namespace) -> tuple[Plan, list[LoadedSample] | None]:
+    """:func:`build_plan`, and the samples it read when it planned from the data: the dataset check's single
+    pass, which the fingerprint used too (None with ``--plan``, when the check found errors, which the
+    trainer then reports, or when ``--set data.*`` changed how the files are read)."""
+    from unetkit.data.options import same_reading
     from unetkit.train.plan import optimiser_settings, plan_from_data
+    from unetkit.train.setup import DatasetError, checked_samples
 
     # Every --set value (and --folds / --fold) is checked against its field's type and bounds before any data is
     # read (a typo must not cost a dataset load).
     folds = fold_overrides(getattr(args, "folds", None), getattr(args, "fold", None))
     apply_overrides(Plan(), list(args.set) + folds)
+    samples: list[LoadedSample] | None = None
     if args.plan:
         plan = Plan.load(args.plan)
     else:
         budget = parse_duration(args.time_budget) if args.time_budget else None
         # `--encoder plain` asks for the planner's from-scratch network (its depth and width), not just another name.
         pretrained = False if args.encoder == "plain" else None
-        plan = plan_from_data(
-            data_config_from_args(args), device=args.device, time_budget_s=budget, pretrained=pretrained
-        )
+        data = data_config_from_args(args)
+        try:
+            samples = checked_samples(data)
+        except DatasetError:
+            samples = None  # planned as before (its error names the first bad file), or the trainer's check reports
+        plan = plan_from_data(data, device=args.device, time_budget_s=budget, pretrained=pretrained, loaded=samples)
     overrides = list(args.set) + folds
     if args.model:
         overrides.append(f"model.name={args.model}")
@@ -193,7 +211,10 @@ def build_plan(args: argparse.Namespace) -> Plan:
         overrides.append(f"train.precision={args.precision}")
     if args.time_budget and args.plan:
         overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
-    return _with_labels(apply_overrides(plan, overrides), args)
+    plan = _with_labels(apply_overrides(plan, overrides), args)
+    if samples is not None and not same_reading(plan.data, data):
+        samples = None
+    return plan, samples
 
 
 def _with_labels(plan: Plan, args: argparse.Namespace) -> Plan:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from unetkit.data._raw import read_mask_array
-from unetkit.data.dataset import LoadedSample, mask_spatial_shape, read_sample_image
+from unetkit.data.dataset import LoadedSample, assemble_sample, mask_spatial_shape, read_sample_image
 from unetkit.data.discovery import DiscoveryResult, Sample, discover
 from unetkit.data.fingerprint import FingerprintAccumulator
 from unetkit.data.masks import (
@@ -58,6 +58,9 @@ class CheckReport:
     root: str
     findings: list[Finding] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    # With ``check_dataset(..., keep=True)``: every sample as :func:`unetkit.data.dataset.load_sample` loads it,
+    # from the same decode the checks used (empty when the report has errors).
+    samples: list[LoadedSample] = field(default_factory=list, repr=False)
 
     @property
     def errors(self) -> list[Finding]:
@@ -110,12 +113,14 @@ class _Scan:
     checked: int = 0
 
 
-def check_dataset(config: DataConfig, *, max_samples: int | None = None) -> CheckReport:
+def check_dataset(config: DataConfig, *, max_samples: int | None = None, keep: bool = False) -> CheckReport:
     """Check a dataset for the classic mistakes.
 
     Args:
         config: how to read the dataset (root, folders, mask encoding, classes).
         max_samples: read only this many samples, spread evenly over the dataset (``None``: all).
+        keep: keep every sample in ``report.samples`` (the trainer plans and trains on them: each file is
+            decoded once); dropped again when the report has errors.
 
     Returns:
         :class:`CheckReport`; ``report.ok`` is False when training would fail or learn the wrong thing.
@@ -131,7 +136,9 @@ def check_dataset(config: DataConfig, *, max_samples: int | None = None) -> Chec
     acc = FingerprintAccumulator(config)
     scan = _Scan()
     for sample in samples:
-        _scan_sample(sample, config, scan, acc)
+        loaded = _scan_sample(sample, config, scan, acc)
+        if keep and loaded is not None:
+            report.samples.append(loaded)
     _report_problems(scan, config, report)
     _report_encoding(scan, config, report, labelled=found.has_masks)
     _report_images(acc, report)
@@ -145,6 +152,8 @@ def check_dataset(config: DataConfig, *, max_samples: int | None = None) -> Chec
             _report_classes(fp, config, report)
         report.summary["fingerprint"] = fp
     report.findings.sort(key=lambda f: f.severity != ERROR)
+    if report.has_errors:
+        report.samples = []
     return report
 
 
@@ -183,18 +192,24 @@ def _report_discovery(found: DiscoveryResult, report: CheckReport) -> None:
             report.add(WARNING, code, f"{len(files)} {text}: {_names(files)}.{hint}", files)
 
 
-def _scan_sample(sample: Sample, config: DataConfig, scan: _Scan, acc: FingerprintAccumulator) -> None:
+def _scan_sample(
+    sample: Sample, config: DataConfig, scan: _Scan, acc: FingerprintAccumulator
+) -> LoadedSample | None:
+    """Read and check one sample; the loaded sample, or ``None`` when its image or mask failed."""
     scan.checked += 1
     try:
         image, meta = read_sample_image(sample)
     except (ValueError, OSError) as err:
         scan.problems["unreadable_image"].append((str(sample.image_paths[0]), str(err)))
-        return
+        return None
     spatial = tuple(image.shape[1:])
     mask = None
     if sample.mask is not None:
         mask = _scan_mask(sample, config, spatial, scan)
     acc.add(LoadedSample(sample.key, image, mask, sample.group, sample.folder, meta))
+    if sample.mask is not None and mask is None:
+        return None
+    return assemble_sample(sample, image, dict(meta), mask)
 
 
 def _scan_mask(
@@ -208,7 +223,8 @@ def _scan_mask(
             raws.append(None)
             continue
         try:
-            raw = read_mask_array(path, resolve_palette=bool(config.colour_table))
+            # As the loader reads it (unetkit.data.dataset.read_sample_mask): multi-label layers keep palettes.
+            raw = read_mask_array(path, resolve_palette=bool(config.colour_table) and not isinstance(sample.mask, list))
         except (ValueError, OSError) as err:
             scan.problems["unreadable_mask"].append((str(path), str(err)))
             return None

@@ -19,7 +19,7 @@ from unetkit.data.discovery import Sample
 from unetkit.data.masks import apply_roi, encode_mask, encode_multilabel, is_colour
 from unetkit.data.options import DataConfig
 
-__all__ = ["LoadedSample", "load_sample", "load_samples", "read_sample_image"]
+__all__ = ["LoadedSample", "assemble_sample", "load_sample", "load_samples", "read_sample_image"]
 
 # Pillow modes whose last channel is alpha.
 _ALPHA_MODES = {"LA", "RGBA", "PA", "RGBA;16"}
@@ -69,6 +69,14 @@ def load_sample(sample: Sample, config: DataConfig) -> LoadedSample:
     image, meta = read_sample_image(sample)
     spatial = image.shape[1:]
     mask = read_sample_mask(sample, config, spatial=spatial) if sample.mask is not None else None
+    return assemble_sample(sample, image, meta, mask)
+
+
+def assemble_sample(
+    sample: Sample, image: np.ndarray, meta: dict[str, Any], mask: np.ndarray | None
+) -> LoadedSample:
+    """The :class:`LoadedSample` of ``sample`` from its decoded image (stored dtype) and encoded mask: what
+    :func:`load_sample` returns, for a reader (the dataset check) that decoded them itself."""
     meta.update(
         image_files=[str(p) for p in sample.image_paths],
         mask_file=None if sample.mask is None else [str(p) for p in sample.mask_paths],

@@ -1,6 +1,9 @@
-"""One entry point for reading and writing every image format unetkit accepts.
+"""One entry point for reading and writing every image format unetkit accepts: a format registry.
 
-``read_image`` dispatches on the file suffix:
+:data:`FORMATS` lists each format with its suffixes, the leading bytes that identify its files, and its
+reader, shape reader and writer; :func:`format_for` picks the format of a path by its suffix and
+:func:`sniff_format` by its first bytes (a file that fails to decode and whose bytes say it is another format
+gets an error saying so). ``read_image``, ``image_shape`` and ``write_image`` all go through the table:
 
 ===================  ==========================================  ==============================
 suffix               reader                                      array layout
@@ -19,6 +22,7 @@ always has ``format`` and ``dtype`` plus the geometry needed to write a result b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +32,96 @@ import numpy as np
 from unetkit.data import geotiff, nifti, readers_image
 from unetkit.data._common import Window, check_window, full_suffix
 
-SUPPORTED_SUFFIXES = readers_image.PILLOW_SUFFIXES + readers_image.TIFF_SUFFIXES + nifti.NIFTI_SUFFIXES
-WRITABLE_SUFFIXES = (".png",) + readers_image.TIFF_SUFFIXES + nifti.NIFTI_SUFFIXES
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """One readable format.
+
+    Attributes:
+        name: what the format is called in messages (``PNG``, ``TIFF`` ...).
+        suffixes: lower-case file suffixes (``.nii.gz`` counts as one).
+        signatures: ``(offset, bytes)`` pairs; a file whose bytes at ``offset`` equal one of them is this format.
+        read: ``(path, window) -> ImageData``.
+        shape: ``path -> channels-first shape``, without decoding the pixels.
+        write: ``(path, array, meta) -> None``, or None for a format unetkit reads but does not write.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    signatures: tuple[tuple[int, bytes], ...]
+    read: Callable[[Path, Window | None], ImageData]
+    shape: Callable[[Path], tuple[int, ...]]
+    write: Callable[[Path, np.ndarray, dict[str, Any]], None] | None = None
+
+
+def _read_pillow(path: Path, window: Window | None) -> ImageData:
+    array, meta = readers_image.read_pillow(path)
+    return _crop(ImageData(array, meta), window=window, path=path)
+
+
+def _read_nifti(path: Path, window: Window | None) -> ImageData:
+    if window is not None:
+        raise ValueError(f"{path}: windowed reads are not supported for NIfTI volumes")
+    return ImageData(*nifti.read_nifti(path))
+
+
+def _write_tiff(path: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
+    if meta.get("crs") is not None or meta.get("transform") is not None:
+        geotiff.write_geotiff(path, array, meta=meta)
+    else:
+        readers_image.write_tiff(path, array)
+
+
+def _write_nifti(path: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
+    nifti.write_nifti(path, array, like_meta=meta)
+
+
+def _write_png(path: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
+    readers_image.write_png(path, array, meta=meta)
+
+
+_pillow, _pillow_shape = _read_pillow, readers_image.pillow_shape
+FORMATS: tuple[ImageFormat, ...] = (
+    ImageFormat("PNG", (".png",), ((0, b"\x89PNG\r\n\x1a\n"),), _pillow, _pillow_shape, _write_png),
+    ImageFormat("JPEG", (".jpg", ".jpeg"), ((0, b"\xff\xd8\xff"),), _pillow, _pillow_shape),
+    ImageFormat("GIF", (".gif",), ((0, b"GIF87a"), (0, b"GIF89a")), _pillow, _pillow_shape),
+    ImageFormat("BMP", (".bmp",), ((0, b"BM"),), _pillow, _pillow_shape),
+    ImageFormat("TIFF", readers_image.TIFF_SUFFIXES,
+                ((0, b"II*\x00"), (0, b"MM\x00*"), (0, b"II+\x00"), (0, b"MM\x00+")),  # classic and BigTIFF
+                lambda path, window: _read_tiff(path, window=window), readers_image.tiff_shape, _write_tiff),
+    # .nii.gz is gzip (its magic); .nii carries "n+1" at byte 344 (NIfTI-1) or "n+2" at 4 (NIfTI-2).
+    ImageFormat("NIfTI", nifti.NIFTI_SUFFIXES, ((0, b"\x1f\x8b"), (344, b"n+1\x00"), (4, b"n+2\x00")),
+                _read_nifti, nifti.nifti_shape, _write_nifti),
+)  # fmt: skip
+_BY_SUFFIX = {suffix: fmt for fmt in FORMATS for suffix in fmt.suffixes}
+SUPPORTED_SUFFIXES = tuple(_BY_SUFFIX)
+WRITABLE_SUFFIXES = tuple(suffix for fmt in FORMATS if fmt.write for suffix in fmt.suffixes)
+
+
+def format_for(path: str | Path) -> ImageFormat:
+    """The format a file's suffix names.
+
+    Raises:
+        ValueError: a suffix no format has (the message lists the supported ones).
+    """
+    suffix = full_suffix(path)
+    fmt = _BY_SUFFIX.get(suffix)
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported image type {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    return fmt
+
+
+def sniff_format(path: str | Path) -> ImageFormat | None:
+    """The format a file's first bytes identify, or None (unknown content, or unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(352)
+    except OSError:
+        return None
+    for fmt in FORMATS:
+        if any(head[offset : offset + len(magic)] == magic for offset, magic in fmt.signatures):
+            return fmt
+    return None
 
 
 @dataclass
@@ -72,17 +164,11 @@ def read_image(path: str | Path, *, window: Window | None = None) -> ImageData:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    suffix = full_suffix(path)
-    if suffix in nifti.NIFTI_SUFFIXES:
-        if window is not None:
-            raise ValueError(f"{path}: windowed reads are not supported for NIfTI volumes")
-        return ImageData(*nifti.read_nifti(path))
-    if suffix in readers_image.TIFF_SUFFIXES:
-        return _read_tiff(path, window=window)
-    if suffix in readers_image.PILLOW_SUFFIXES:
-        array, meta = readers_image.read_pillow(path)
-        return _crop(ImageData(array, meta), window=window, path=path)
-    raise ValueError(f"{path}: unsupported image type {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    fmt = format_for(path)
+    try:
+        return fmt.read(path, window)
+    except ValueError as err:
+        raise _with_content_hint(err, path, fmt) from err
 
 
 def _read_tiff(path: Path, *, window: Window | None) -> ImageData:
@@ -136,14 +222,19 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    suffix = full_suffix(path)
-    if suffix in nifti.NIFTI_SUFFIXES:
-        return nifti.nifti_shape(path)
-    if suffix in readers_image.TIFF_SUFFIXES:
-        return readers_image.tiff_shape(path)
-    if suffix in readers_image.PILLOW_SUFFIXES:
-        return readers_image.pillow_shape(path)
-    raise ValueError(f"{path}: unsupported image type {suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    fmt = format_for(path)
+    try:
+        return fmt.shape(path)
+    except ValueError as err:
+        raise _with_content_hint(err, path, fmt) from err
+
+
+def _with_content_hint(err: ValueError, path: Path, fmt: ImageFormat) -> ValueError:
+    """``err``, plus what the file really is when its first bytes name another format than its suffix."""
+    actual = sniff_format(path)
+    if actual is None or actual.name == fmt.name or "unreadable" not in str(err):
+        return err
+    return ValueError(f"{err}; its first bytes are those of a {actual.name} file, not {fmt.name}: is the suffix wrong?")
 
 
 def write_image(path: str | Path, array: np.ndarray, *, meta: dict[str, Any] | None = None) -> None:
@@ -161,15 +252,7 @@ def write_image(path: str | Path, array: np.ndarray, *, meta: dict[str, Any] | N
         ValueError: unsupported suffix or an array the format cannot hold.
     """
     suffix = full_suffix(path)
-    meta = meta or {}
-    if suffix == ".png":
-        readers_image.write_png(path, array, meta=meta)
-    elif suffix in readers_image.TIFF_SUFFIXES:
-        if meta.get("crs") is not None or meta.get("transform") is not None:
-            geotiff.write_geotiff(path, array, meta=meta)
-        else:
-            readers_image.write_tiff(path, array)
-    elif suffix in nifti.NIFTI_SUFFIXES:
-        nifti.write_nifti(path, array, like_meta=meta)
-    else:
+    fmt = _BY_SUFFIX.get(suffix)
+    if fmt is None or fmt.write is None:
         raise ValueError(f"{path}: cannot write {suffix!r}; writable: {', '.join(WRITABLE_SUFFIXES)}")
+    fmt.write(Path(path), array, meta or {})

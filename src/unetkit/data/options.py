@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -58,3 +58,16 @@ class DataConfig:
     background: bool = True
     target_spacing: list[float] | None = None
     spacing_reason: str = ""
+
+
+# What the planner fills in: it changes how a sample is normalised and resampled, not how its files are read.
+_PLANNED_FIELDS = frozenset(
+    {"in_channels", "spatial_dims", "normalization", "intensity_mean", "intensity_std", "target_spacing",
+     "spacing_reason"}
+)  # fmt: skip
+
+
+def same_reading(a: DataConfig, b: DataConfig) -> bool:
+    """Whether ``a`` and ``b`` find the same files and decode them into the same images and masks (they may
+    differ only in what the planner fills in), so samples read with one serve the other."""
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(DataConfig) if f.name not in _PLANNED_FIELDS)

@@ -36,12 +36,16 @@ override it (``--set train.lr=3e-4``). They follow what works for U-Nets on 500-
 from __future__ import annotations
 
 import os
-from typing import Any, TypedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from unetkit.config import InferConfig, ModelConfig, Plan, TrainConfig
 from unetkit.data.options import DataConfig
+
+if TYPE_CHECKING:
+    from unetkit.data.dataset import LoadedSample
 
 DEFAULT_CPU_BUDGET_S = 8 * 60.0
 PRETRAINED_ENCODER = "tf_efficientnet_lite0"
@@ -239,9 +243,17 @@ def _preset(fingerprint: dict[str, Any]) -> str:
 
 
 def plan_from_data(
-    data: DataConfig, *, device: str, time_budget_s: float | None, pretrained: bool | None = None
+    data: DataConfig,
+    *,
+    device: str,
+    time_budget_s: float | None,
+    pretrained: bool | None = None,
+    loaded: Sequence[LoadedSample] | None = None,
 ) -> Plan:
     """Fingerprint the dataset ``data`` names and derive a plan from it (see :func:`make_plan`).
+
+    ``loaded``: the dataset's samples already in memory (a passed check's, read with ``data``), fingerprinted
+    instead of reading the files again.
 
     Raises:
         ValueError: the dataset holds no image/mask pairs, or a file is unreadable.
@@ -250,9 +262,13 @@ def plan_from_data(
     from unetkit.data.discovery import discover
     from unetkit.data.fingerprint import fingerprint
 
-    samples = discover(data).samples
-    if not samples:
+    if loaded is None:
+        samples = discover(data).samples
+        if not samples:
+            raise ValueError(f"{data.root}: no image/mask pairs found")
+        loaded = load_samples(samples, data)
+    elif not loaded:
         raise ValueError(f"{data.root}: no image/mask pairs found")
-    stats = fingerprint(load_samples(samples, data), data)
-    stats["has_roi"] = any(s.roi is not None for s in samples)
+    stats = fingerprint(loaded, data)
+    stats["has_roi"] = any(s.meta.get("roi_file") is not None for s in loaded)
     return make_plan(data, stats, device=device, time_budget_s=time_budget_s, pretrained=pretrained)

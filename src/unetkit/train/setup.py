@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -12,6 +12,9 @@ from unetkit.data.normalize import normalize_for
 from unetkit.data.options import DataConfig
 from unetkit.data.splits import LabelledSubset, training_split
 from unetkit.train.batches import Example, labelled_example
+
+if TYPE_CHECKING:
+    from unetkit.data.dataset import LoadedSample
 
 
 class DatasetError(ValueError):
@@ -39,32 +42,48 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, marker: str
     return run_dir
 
 
-def load_examples(data: DataConfig) -> tuple[list[Example], list[str]]:
+def load_examples(data: DataConfig, *, loaded: list[LoadedSample] | None = None) -> tuple[list[Example], list[str]]:
     """Check the dataset, then load every labelled pair (normalised image, class-index mask) and its group.
+
+    ``loaded``: the samples of a passed check (``check_dataset(..., keep=True).samples``, read with the same
+    reading options as ``data``, see :func:`unetkit.data.options.same_reading`) instead of reading the files
+    again. The list is emptied as its samples become examples, so the dataset is held once, not twice.
 
     Raises:
         DatasetError: the checks found errors (corrupt image, size mismatch, empty folder ...).
     """
-    from unetkit.data.checks import check_dataset
-    from unetkit.data.dataset import load_samples
-    from unetkit.data.discovery import discover
     from unetkit.data.resample import to_target_spacing
 
-    report = check_dataset(data)
-    if report.has_errors:
-        raise DatasetError(
-            f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}"
-        )
-    samples = discover(data).samples
-    examples = []
-    for s in load_samples(samples, data):
+    if loaded is None:
+        loaded = checked_samples(data)
+    loaded.reverse()  # popped from the end: the examples keep the dataset's order
+    examples, groups = [], []
+    while loaded:
+        s = loaded.pop()
         # Volumes are resampled to the plan's target spacing (a no-op for those already at it).
         try:
             image, mask = to_target_spacing(s.image, s.mask, spacing=s.meta.get("spacing"), target=data.target_spacing)
         except ValueError as err:
             raise DatasetError(f"{s.meta.get('image_files', [s.key])[0]}: {err}") from err
         examples.append(labelled_example(s.key, normalize_for(image, data), mask))
-    return examples, [s.group for s in samples]
+        groups.append(s.group)
+    return examples, groups
+
+
+def checked_samples(data: DataConfig) -> list[LoadedSample]:
+    """Every sample of ``data``, read once by the dataset check.
+
+    Raises:
+        DatasetError: the checks found errors (corrupt image, size mismatch, empty folder ...).
+    """
+    from unetkit.data.checks import check_dataset
+
+    report = check_dataset(data, keep=True)
+    if report.has_errors:
+        raise DatasetError(
+            f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}"
+        )
+    return report.samples
 
 
 def split_examples(
