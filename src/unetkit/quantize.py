@@ -37,6 +37,7 @@ import torch
 
 from unetkit.config import Plan
 from unetkit.data.normalize import normalize_for
+from unetkit.run_layout import load_run_plan, weights_dir
 from unetkit.train.batches import Example, labelled_example
 
 DEFAULT_CALIBRATION_PATCHES = 32
@@ -94,7 +95,7 @@ def quantize_run(
     """
     run_dir, fp32_path, out_path = Path(run_dir), Path(fp32_path), Path(out_path)
     _check_arguments(fp32_path, out_path, calibration_patches=calibration_patches, max_drop=max_drop)
-    plan = Plan.load(run_dir / "plan.yaml")
+    plan = load_run_plan(run_dir)
     train, val = training_split(plan)
     patches = calibration_tiles(train, plan, count=calibration_patches, seed=plan.train.seed)
     if calibration_transform is not None:
@@ -104,7 +105,7 @@ def quantize_run(
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         quantized = quantize_graph(fp32_path, tmp, patches)
-        result = compare_graphs(run_dir / checkpoint, plan, val, fp32=fp32_path, int8=tmp)
+        result = compare_graphs(weights_dir(run_dir, checkpoint), plan, val, fp32=fp32_path, int8=tmp)
         result.update(max_drop=float(max_drop), calibration_patches=len(patches), quantized_nodes=quantized,
                       file_size_bytes=tmp.stat().st_size, path=str(out_path))
         if not result["drop"] <= max_drop:  # also refuses a NaN score

@@ -40,25 +40,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unetkit._io import write_json_atomic
-    from unetkit.config import Plan
     from unetkit.export import build_report
     from unetkit.infer.onnx_backend import export_pipeline
     from unetkit.models.base import WEIGHTS_NAME, load_model
+    from unetkit.run_layout import load_run_plan, weights_dir
 
     run_dir = Path(args.run)
-    plan = Plan.load(run_dir / "plan.yaml")
-    model = load_model(run_dir / args.checkpoint)
+    plan = load_run_plan(run_dir)
+    weights = weights_dir(run_dir, args.checkpoint)
+    model = load_model(weights)
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out must end in .onnx, got {out.name}")
     channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
     tile = [int(t) for t in plan.infer.tile_size]
     odd = [(t // 32 + 1) * 32 + 17 for t in tile]  # not a multiple of the network's stride
-    print(f"exporting {run_dir / args.checkpoint} to {out} and checking it in ONNX Runtime ...", flush=True)
+    print(f"exporting {weights} to {out} and checking it in ONNX Runtime ...", flush=True)
     exported = export_pipeline(model, out, in_channels=channels, tile_size=tile, check_sizes=[tile, odd],
                                atol=args.atol)
     report = build_report(plan, exported, run_dir=run_dir, checkpoint=args.checkpoint, atol=args.atol,
-                          weights=run_dir / args.checkpoint / WEIGHTS_NAME)
+                          weights=weights / WEIGHTS_NAME)
     report_path = out.with_name(out.name + ".json")
     write_json_atomic(report_path, report)
     diffs = ", ".join(f"{k}: {v:.2g}" for k, v in exported["max_abs_diff"].items())

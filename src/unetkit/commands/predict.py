@@ -142,8 +142,9 @@ def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[n
         raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")
     if args.onnx:
         from unetkit.export import check_onnx_matches_run
+        from unetkit.run_layout import weights_dir
 
-        check_onnx_matches_run(Path(args.onnx), runs[0] / args.checkpoint)
+        check_onnx_matches_run(Path(args.onnx), weights_dir(runs[0], args.checkpoint))
         predictor: Predictor | EnsemblePredictor = Predictor.from_run(runs[0], checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
                                        backend="onnx", onnx_path=args.onnx, **overrides)
     else:

@@ -117,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"tta": args.tta, "precision": args.precision}.items() if v}
     if args.onnx:
         from unetkit.export import check_onnx_matches_run
+        from unetkit.run_layout import weights_dir
 
-        check_onnx_matches_run(Path(args.onnx), Path(args.run) / args.checkpoint)
+        check_onnx_matches_run(Path(args.onnx), weights_dir(args.run, args.checkpoint))
         overrides.update(backend="onnx", onnx_path=args.onnx)
     predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
                                    **overrides)

@@ -33,24 +33,26 @@ _SHARED_DATA_FIELDS = (
 
 
 def resolve_runs(run: str | Path, extra: Sequence[str | Path] = ()) -> list[Path]:
-    """The run directories of an ensemble: ``run`` (a run directory, or a cross-validation folder whose
-    ``fold_<i>`` runs all join) followed by the ``extra`` run directories.
+    """The run directories of an ensemble: ``run`` (a run directory, a cross-validation folder whose
+    ``fold_<i>`` runs all join, or a checkpoint folder carrying its plan) followed by the ``extra`` ones.
 
     Raises:
-        FileNotFoundError: a path that is neither a run directory (with ``plan.yaml``) nor a CV folder.
+        FileNotFoundError: a path that is neither a run directory (with ``plan.yaml``), a model folder (with
+            ``config.json``) nor a CV folder.
     """
-    from unetkit.run_layout import fold_runs, is_run_dir
+    from unetkit.run_layout import fold_runs, is_model_dir, is_run_dir
 
     runs: list[Path] = []
     for item in [run, *extra]:
         path = Path(item)
-        if is_run_dir(path):
+        if is_run_dir(path) or is_model_dir(path):
             runs.append(path)
         elif folds := fold_runs(path):
             runs += folds
         else:
             raise FileNotFoundError(
-                f"{path}: not a run directory (no plan.yaml) nor a cross-validation folder (no fold_*/plan.yaml)"
+                f"{path}: not a run directory (no plan.yaml), a model folder (no config.json) nor a "
+                "cross-validation folder (no fold_*/plan.yaml)"
             )
     return runs
 
@@ -116,12 +118,13 @@ class EnsemblePredictor:
             ValueError: an unknown inference setting, or runs that do not match (see ``__init__``).
         """
         from unetkit.models.base import load_model
+        from unetkit.run_layout import load_run_plan, weights_dir
 
         lead = Predictor.from_run(runs[0], checkpoint=checkpoint, device=device, fast=fast, **infer_overrides)
         members = [lead]
         for run in runs[1:]:
-            plan = Plan.load(Path(run) / "plan.yaml")
-            model = load_model(Path(run) / checkpoint)
+            plan = load_run_plan(run)
+            model = load_model(weights_dir(run, checkpoint))
             # Shared settings come from the first run; each run keeps the alignment its own training found.
             infer = dataclasses.replace(lead.infer, shift=list(plan.infer.shift))
             members.append(Predictor(model, plan, device=device, fast=fast, infer=infer))

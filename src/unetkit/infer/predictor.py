@@ -91,18 +91,23 @@ class Predictor:
                  **infer_overrides: object) -> Predictor:
         """Load ``RUN/<checkpoint>`` and ``RUN/plan.yaml``; ``infer_overrides`` replace plan.infer fields (e.g. tta='d4').
 
+        ``run_dir`` may also be a checkpoint folder on its own (a copied ``RUN/best``): its ``config.json``
+        carries the run's plan (``checkpoint`` is then unused).
+
         Raises:
             FileNotFoundError: missing plan or checkpoint.
             ValueError: an override that is not an inference setting.
         """
+        from unetkit.run_layout import load_run_plan, weights_dir
+
         run_dir = Path(run_dir)
-        plan = Plan.load(run_dir / "plan.yaml")
+        plan = load_run_plan(run_dir)
         known = set(plan.infer.__dict__)
         unknown = sorted(set(infer_overrides) - known)
         if unknown:
             raise ValueError(f"unknown inference setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         infer = InferConfig(**{**plan.infer.__dict__, **infer_overrides})
-        return cls(load_model(run_dir / checkpoint), plan, device=device, fast=fast, infer=infer, backend=backend,
+        return cls(load_model(weights_dir(run_dir, checkpoint)), plan, device=device, fast=fast, infer=infer, backend=backend,
                    onnx_path=onnx_path)
 
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,60 +17,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from unetkit._io import atomic_path, write_text_atomic
+from unetkit.model_config import SegModelConfig
 from unetkit.models.blocks import ConvBlock, UpSample, conv_nd
 from unetkit.models.encoders.base import Encoder
 
 CHECKPOINT_FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-@dataclass
-class SegModelConfig:
-    """Options shared by the U-Net family.
-
-    Attributes:
-        in_channels: image channels.
-        classes: output channels (logits). Binary tasks may use 1 (sigmoid) or 2 (softmax).
-        spatial_dims: 2 (images) or 3 (volumes; built-in encoder only).
-        encoder: ``plain`` (built-in) or any timm backbone name (see ``unetkit.list_encoders()``).
-        encoder_weights: local file (safetensors / state dict) or hub name for the encoder, or None.
-        depth: number of downsamplings of the plain encoder (timm encoders use their 5 stages).
-        width: channels of the first plain stage; doubled per stage (``widths`` overrides).
-        widths: explicit channels per plain stage (``depth + 1`` entries).
-        max_width: cap on doubled widths (nnU-Net style), or None.
-        decoder_channels: channels per decoder level, shallowest first; default mirrors the encoder.
-        norm: ``batch`` | ``instance`` | ``group`` | ``none``.
-        act: ``relu`` | ``leaky_relu`` | ``gelu`` | ``silu`` | ``elu``.
-        upsampling: ``transposed`` | ``interpolate`` (bilinear / trilinear + 1x1 conv).
-        dropout: dropout after the first conv of the bottleneck block (and decoder blocks).
-        input_skip: backbones whose shallowest feature is strided (timm: reduction 2) have no skip at full
-            resolution; with ``input_skip`` the image itself joins the last upsampling stage there, which is
-            what thin structures (membranes, vessels, cracks) need to keep sharp boundaries.
-    """
-
-    in_channels: int = 1
-    classes: int = 2
-    spatial_dims: int = 2
-    encoder: str = "plain"
-    encoder_weights: str | None = None
-    depth: int = 4
-    width: int = 32
-    widths: list[int] | None = None
-    max_width: int | None = None
-    decoder_channels: list[int] | None = None
-    norm: str = "batch"
-    act: str = "relu"
-    upsampling: str = "transposed"
-    dropout: float = 0.0
-    input_skip: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def encoder_widths(self) -> list[int]:
-        if self.widths is not None:
-            return list(self.widths)
-        widths = [self.width * 2**i for i in range(self.depth + 1)]
-        return [min(w, self.max_width) for w in widths] if self.max_width else widths
 
 
 class FullResolutionStage(nn.Sequential):
@@ -263,10 +215,14 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
+def save_pretrained(
+    model: nn.Module, directory: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``config.json`` (+ the JSON-able ``extra`` entries beside the model's, e.g. the trainer's plan)
+    and ``model.safetensors`` to ``directory``, each atomically. :func:`load_model` ignores the extras."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = model_config_dict(model)
+    config = {**(extra or {}), **model_config_dict(model)}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp_weights:
         save_file(state, str(tmp_weights), metadata={"format_version": str(CHECKPOINT_FORMAT_VERSION)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,4 +66,18 @@ def align_predictions(
     if list(saved.infer.shift) != shift:
         saved.infer = dataclasses.replace(saved.infer, shift=shift)
         saved.save(run_dir / "plan.yaml")
+        carry_plan(run_dir, saved)
     return shift, before, after
+
+
+def carry_plan(run_dir: Path, plan: Plan) -> None:
+    """Write ``plan`` into the ``config.json`` of each of the run's checkpoints (atomically), as the loop does
+    when it saves them."""
+    from unetkit._io import write_text_atomic
+    from unetkit.run_layout import CHECKPOINTS, MODEL_CONFIG, PLAN_KEY
+
+    for name in CHECKPOINTS:
+        path = run_dir / name / MODEL_CONFIG
+        if path.is_file():
+            config = {**json.loads(path.read_text()), PLAN_KEY: plan.to_dict()}
+            write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True))

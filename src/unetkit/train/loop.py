@@ -24,12 +24,14 @@ import numpy as np
 import torch
 
 from unetkit.config import Plan, TrainConfig
+from unetkit.data.dataset import LoadedSample
 from unetkit.data.splits import LabelledSubset
 from unetkit.models.base import save_pretrained
 from unetkit.models.ema import ema_decay_at, update_ema
 from unetkit.models.factory import create_model
 from unetkit.precision import PrecisionChoice, autocast, backward_and_step, choose_precision, grad_scaler_for
 from unetkit.ranks import DistContext
+from unetkit.run_layout import PLAN_KEY
 from unetkit.train import distributed
 from unetkit.train.align import align_predictions
 from unetkit.train.batches import Example, PatchBatcher
@@ -65,8 +67,13 @@ def train(
     overwrite: bool = False,
     stop_after: int | None = None,
     device: str = "cpu",
+    loaded: list[LoadedSample] | None = None,
 ) -> TrainResult:
-    """Train ``plan`` into ``run_dir``; ``stop_after`` ends early after that many steps (for tests)."""
+    """Train ``plan`` into ``run_dir``; ``stop_after`` ends early after that many steps (for tests).
+
+    ``loaded``: the dataset already read by a passed check (see :func:`unetkit.train.setup.load_examples`,
+    which empties the list); by default the data ``plan.data`` names is checked and read here.
+    """
     cfg = plan.train
     ctx = distributed.context_from_env()
     dev = distributed.setup(ctx, device)
@@ -77,7 +84,7 @@ def train(
     torch.manual_seed(cfg.seed)
 
     # 1. Data: checked, loaded, split by group, normalised; a patch batcher with augmentation.
-    examples, groups = load_examples(plan.data)
+    examples, groups = load_examples(plan.data, loaded=loaded)
     train_set, val_set = split_examples(
         examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold,
         labelled=LabelledSubset.of(cfg),  # train --labels / --labels-file: a subset of the training side
@@ -255,10 +262,11 @@ def _evaluate_and_checkpoint(
     score = _validate(scored, val_set, plan, amp_dtype=precision.dtype, layout=precision.layout) if val_set else float("nan")
     improved = not val_set or score > state.best
     state.stale = 0 if improved else state.stale + 1
+    carried = {PLAN_KEY: plan.to_dict()}  # a copied checkpoint folder predicts without the run's plan.yaml
     if improved:
         state.best = score if val_set else state.best
-        save_pretrained(scored, run_dir / "best")
-    save_pretrained(scored, run_dir / "last")
+        save_pretrained(scored, run_dir / "best", extra=carried)
+    save_pretrained(scored, run_dir / "last", extra=carried)
     state.count_evaluation(seconds=time.perf_counter() - eval_started, now=time.perf_counter() - started)
     if cfg.time_budget_s and not state.finished():
         # The alignment step after the loop costs about one more evaluation: keep time for it.
@@ -357,7 +365,10 @@ def _augmentation(plan: Plan):  # type: ignore[no-untyped-def]
 
     if plan.train.augmentation == "none":
         return None
-    return build_augmentation(plan.train.augmentation, patch_size=tuple(plan.train.patch_size))
+    # Pixels that rotations and shifts bring in from outside the image get the plan's "not labelled" value.
+    return build_augmentation(
+        plan.train.augmentation, patch_size=tuple(plan.train.patch_size), ignore_index=plan.data.ignore_index
+    )
 
 
 class _Silent:
