@@ -9,6 +9,7 @@ import pytest
 
 from unetkit.cli import main
 from unetkit.config import Plan, apply_overrides
+from unetkit.data.options import DataConfig
 
 
 @pytest.mark.parametrize(
@@ -54,3 +55,14 @@ def test_train_refuses_a_bad_set_value_before_reading_any_data(tmp_path: Path,
     err = capsys.readouterr().err
     assert code != 0 and "train.lr: expected float, got 'abc' (str)" in err and "no-such-data" not in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_json_plan_keeps_integer_mapping_keys(tmp_path: Path) -> None:
+    # JSON writes {255: 0} as {"255": 0}; a plan saved as JSON (and a checkpoint's carried plan) reads back equal.
+    plan = Plan(data=DataConfig(value_map={0: 1, 255: 0}, colour_table={"road": [1, 2, 3]}))
+    plan.save(tmp_path / "plan.json")
+    assert '"255": 0' in (tmp_path / "plan.json").read_text()
+    back = Plan.load(tmp_path / "plan.json")
+    assert back.data.value_map == {0: 1, 255: 0} and back.to_dict() == plan.to_dict()
+    with pytest.raises(ValueError, match=r"data.value_map: expected dict\[int, int\] \| None"):
+        Plan.from_dict({"data": {"value_map": {"zero": 1}}})

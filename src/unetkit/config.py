@@ -18,12 +18,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from unetkit._io import write_text_atomic
 from unetkit.data.options import DataConfig
+
+if TYPE_CHECKING:
+    from unetkit.model_config import SegModelConfig
 
 PLAN_FORMAT_VERSION = 1
 
@@ -36,6 +39,32 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     # Why the planner chose this model and encoder, in words (informational; empty for hand-written plans).
     reason: str = ""
+
+    def typed(self) -> SegModelConfig | None:
+        """``kwargs`` as the built-in model's typed config (:mod:`unetkit.model_config`: its options and
+        defaults); None for other registered models (the diffusion U-Net, a user's own), whose constructors
+        check their arguments.
+
+        Raises:
+            ValueError: an option the model does not have, or a value of the wrong type, named as
+                ``model.kwargs.<option>``.
+        """
+        from unetkit.model_config import MODEL_CONFIGS
+
+        config_class = MODEL_CONFIGS.get(self.name)
+        if config_class is None:
+            return None
+        names = {f.name for f in dataclasses.fields(config_class)}
+        unknown = sorted(set(self.kwargs) - names)
+        if unknown:
+            raise ValueError(f"model.kwargs.{unknown[0]}: model {self.name!r} has no such option; valid: "
+                             f"{', '.join(sorted(names))}")
+        hints = typing.get_type_hints(config_class)
+        for key, value in self.kwargs.items():
+            if not _matches(value, hints[key]):
+                raise ValueError(f"model.kwargs.{key}: expected {_type_name(hints[key])}, got {value!r} "
+                                 f"({type(value).__name__})")
+        return config_class(**self.kwargs)
 
 
 @dataclass
@@ -113,7 +142,9 @@ class Plan:
         for name in sections:
             if not isinstance(raw.get(name, {}), dict):
                 raise ValueError(f"plan section {name!r} must be a mapping, got {type(raw[name]).__name__}")
-        return cls(**{name: _build(section, raw.get(name, {}), name) for name, section in sections.items()})
+        plan = cls(**{name: _build(section, raw.get(name, {}), name) for name, section in sections.items()})
+        plan.model.typed()  # the model's options against its typed config
+        return plan
 
     def save(self, path: str | Path) -> None:
         """Write YAML (or JSON for a ``.json`` suffix) atomically."""
@@ -186,6 +217,7 @@ def _build(cls: type[T], raw: dict[str, Any], section: str) -> T:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     hints = typing.get_type_hints(cls)
+    raw = {k: _json_keys(v, hints[k]) if k in hints else v for k, v in raw.items()}
     for key, value in raw.items():
         if not _matches(value, hints[key]):
             raise ValueError(f"{section}.{key}: expected {_type_name(hints[key])}, got {value!r} "
@@ -194,6 +226,17 @@ def _build(cls: type[T], raw: dict[str, Any], section: str) -> T:
         if check is not None and value is not None and not check(value):
             raise ValueError(f"{section}.{key}: must be {wanted}, got {value!r}")
     return cls(**raw)
+
+
+def _json_keys(value: Any, hint: Any) -> Any:
+    """JSON writes every mapping key as a string: ``{"255": 0}`` back to ``{255: 0}`` for ``dict[int, ...]``."""
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) for k in value):
+        return value
+    options = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
+    if any(typing.get_origin(o) is dict and typing.get_args(o)[:1] == (int,) for o in options):
+        if all(re.fullmatch(r"[+-]?\d+", k) for k in value):
+            return {int(k): v for k, v in value.items()}
+    return value
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
+from unetkit.model_config import UNetPlusPlusConfig
 from unetkit.models.base import SegmentationModel, SegModelConfig
 from unetkit.models.decoders import NestedDecoder
 from unetkit.models.encoders.base import Encoder
 from unetkit.registry import register_model
-
-
-@dataclass
-class UNetPlusPlusConfig(SegModelConfig):
-    """Adds deep supervision.
-
-    Attributes:
-        deep_supervision: one head per nested output ``X[0][1..L]``. In training the model returns the
-            list of all heads' logits, final head first (feed it to ``losses.DeepSupervisionLoss``).
-        ds_eval: in eval mode with deep supervision: ``final`` returns the last head's logits,
-            ``mean`` the mean of all heads' logits.
-    """
-
-    deep_supervision: bool = False
-    ds_eval: str = "final"
 
 
 @register_model("unetplusplus")
