@@ -141,3 +141,21 @@ def test_a_broken_import_inside_unetkit_keeps_its_traceback(monkeypatch: pytest.
     monkeypatch.setattr(plan_command, "run", broken)
     with pytest.raises(ImportError, match="cannot import name"):
         main(["plan", str(tmp_path)])
+
+
+def test_every_device_option_defaults_to_auto_and_auto_means_cuda_when_present(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    devices = [(path, a) for path, p in _parsers(build_parser()) for a in p._actions if "--device" in a.option_strings]
+    assert len(devices) == 8 and all(a.default == "auto" for _, a in devices), [(p, a.default) for p, a in devices]
+    seen: list[str] = []
+    import unetkit.commands.plan as plan_command
+
+    monkeypatch.setattr(plan_command, "run", lambda args: seen.append(args.device) or 0)
+    for present, expected in ((False, "cpu"), (True, "cuda")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda present=present: present)
+        assert main(["plan", "somewhere"]) == 0
+        assert seen[-1] == expected
+    assert main(["plan", "somewhere", "--device", "cpu"]) == 0 and seen[-1] == "cpu"

@@ -88,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "device", None) == "auto":  # every command's default: CUDA when present
+            from unetkit.precision import resolve_device
+
+            args.device = resolve_device(args.device)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -37,6 +37,13 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> dict[str, bool]:
     return {flag: flag in present for flag in CPU_FLAGS}
 
 
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; any other name as given."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def cpu_supports_bf16() -> bool:
     """True when oneDNN has native bf16 kernels here (AVX-512 BF16 / AMX), where bf16 is ~2x faster."""
     try:

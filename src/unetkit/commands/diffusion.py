@@ -52,7 +52,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-train-timesteps", type=int, default=1000, help="diffusion steps of the schedule")
     p.add_argument("--ema-decay", type=float, default=0.999, help="decay of the weights' moving average")
     p.add_argument("--no-flip", action="store_true", help="no random left-right flips")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in RUN")
 
 
@@ -174,7 +174,7 @@ def _add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="output size (default: the training crop size)")
     p.add_argument("--batch-size", type=int, default=None, help="images per network call (default: all)")
     p.add_argument("--out", type=Path, default=Path("grid.png"), help="grid PNG; single images go next to it")
-    p.add_argument("--device", default="auto", help="cpu, cuda[:N] or auto (CUDA when available)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
 
 
 def run_sample(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="score with ONNX Runtime on a graph from `unetkit export` of this run")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
     add_data_arguments(parser)
 
 

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="write the plan here (YAML, or JSON for .json); default stdout"
     )
     parser.add_argument("--time-budget", default=None, help="training time, e.g. 10m")
-    parser.add_argument("--device", default="cpu", help="device the plan is sized for: cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", help="device the plan is sized for: auto (CUDA when present, else cpu), cpu or cuda[:N]")
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a plan field (repeatable)"
     )

@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--windowed", action="store_true", help="predict every TIFF window by window")
     parser.add_argument("--window-threshold", type=int, default=DEFAULT_WINDOWED_PIXELS, metavar="PIXELS",
                         help="TIFFs with more pixels are predicted window by window")
-    parser.add_argument("--device", default="cpu", help="torch device (under torchrun a bare `cuda` becomes "
-                                                        "cuda:LOCAL_RANK)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N] "
+                        "(under torchrun a bare `cuda` becomes cuda:LOCAL_RANK)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch intra-op threads (default: one fewer than torch's own choice, leaving a core to the "
                              "reader / writer threads, or all of them with --sequential; under torchrun the "

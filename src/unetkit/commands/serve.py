@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batching", default="auto", choices=("auto", "on", "off"),
                         help="micro-batch concurrent requests' tiles in one forward pass: auto = on for CUDA, off "
                              "on a CPU, where it was measured slower (16 clients on 2 cores: 0.59x the throughput "
-                             "of one pass per request batch; see benchmarks/bench_serve.py) (default auto)")
+                             "of one pass per request batch; see benchmarks/bench_serve.py)")
     parser.add_argument("--no-batching", action="store_true", help="the same as --batching off")
     parser.add_argument("--max-queue", type=int, default=32,
                         help="most predictions waiting or running; more are refused with 503 + Retry-After (default 32)")
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="serve this graph from `unetkit export` of the same run (fp32, or the .int8.onnx of "
                              "`export --int8`) in ONNX Runtime instead of PyTorch")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
 
 
 def missing_extra() -> str | None:

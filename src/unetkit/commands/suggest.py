@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-diversity", action="store_true",
                         help="rank by score alone (no k-center on encoder features; near-duplicates may both be picked)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which saved model to use")
-    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
 
 
 def run(args: argparse.Namespace) -> int:

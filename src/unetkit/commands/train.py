@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue a killed run exactly where it stopped"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
     parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
                         help="what training computes in (default: the plan's, auto = bf16 autocast where the CPU has "
                              "native bf16 (AVX-512 BF16 / AMX), fp16 with loss scaling on CUDA, else fp32); "
