@@ -19,6 +19,20 @@ def datasets() -> Path:
     return DATASETS
 
 
+@pytest.fixture(scope="session")
+def isbi_csv(datasets: Path):  # type: ignore[no-untyped-def]
+    """``isbi_csv(folder, slices)``: an ``image,mask`` CSV of those ISBI 2012 slices in ``folder`` (its path)."""
+    root = datasets / "isbi2012_em_membrane"
+
+    def write(folder: Path, slices) -> Path:  # type: ignore[no-untyped-def]
+        listing = Path(folder) / "isbi.csv"
+        rows = [f"{root}/images/{i}.png,{root}/masks/{i}.png" for i in slices]
+        listing.write_text("\n".join(["image,mask", *rows]))
+        return listing
+
+    return write
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--native-bf16",

@@ -37,12 +37,9 @@ TRAIN = [
 
 
 @pytest.fixture(scope="module")
-def run(datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = datasets / "isbi2012_em_membrane"
+def run(isbi_csv, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("int8")
-    listing = folder / "isbi.csv"
-    listing.write_text("\n".join(["image,mask"] + [f"{root}/images/{i}.png,{root}/masks/{i}.png" for i in SLICES]))
-    assert main(["train", str(listing), "--out", str(folder / "run"), *TRAIN]) == 0
+    assert main(["train", str(isbi_csv(folder, SLICES)), "--out", str(folder / "run"), *TRAIN]) == 0
     return folder / "run"
 
 

@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     out = Path(args.out)
     if args.resume and is_cv_parent(out):
         return _run_folds(Plan.load(fold_dir(out, 0) / "plan.yaml"), out, args, say=say)
+    samples: list[LoadedSample] | None = None  # read while planning; a resumed run reads its data itself
     if args.resume:
         plan = Plan.load(out / "plan.yaml")
         if args.precision:
@@ -110,8 +111,7 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     if args.fold == "all":
         return _run_folds(plan, out, args, say=say)
     # Planned from the data: the trainer takes the samples the check and the fingerprint read (each file once).
-    loaded = None if args.resume else samples
-    result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device, loaded=loaded)
+    result = train(plan, out, resume=args.resume, overwrite=args.overwrite, device=args.device, loaded=samples)
     say(
         f"trained {result.steps} steps in {result.seconds:.0f} s; best validation Dice {result.best_score:.4f}; run in {out}"
     )
