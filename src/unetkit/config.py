@@ -59,12 +59,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model.kwargs.{unknown[0]}: model {self.name!r} has no such option; valid: "
                              f"{', '.join(sorted(names))}")
-        hints = typing.get_type_hints(config_class)
-        for key, value in self.kwargs.items():
-            if not _matches(value, hints[key]):
-                raise ValueError(f"model.kwargs.{key}: expected {_type_name(hints[key])}, got {value!r} "
-                                 f"({type(value).__name__})")
-        return config_class(**self.kwargs)
+        return config_class(**_typed_values(config_class, self.kwargs, "model.kwargs"))
 
 
 @dataclass
@@ -216,16 +211,24 @@ def _build(cls: type[T], raw: dict[str, Any], section: str) -> T:
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
-    raw = {k: _json_keys(v, hints[k]) if k in hints else v for k, v in raw.items()}
+    raw = _typed_values(cls, raw, section)
     for key, value in raw.items():
-        if not _matches(value, hints[key]):
-            raise ValueError(f"{section}.{key}: expected {_type_name(hints[key])}, got {value!r} "
-                             f"({type(value).__name__})")
         check, wanted = BOUNDS.get(f"{section}.{key}", (None, ""))
         if check is not None and value is not None and not check(value):
             raise ValueError(f"{section}.{key}: must be {wanted}, got {value!r}")
     return cls(**raw)
+
+
+def _typed_values(cls: type, raw: dict[str, Any], section: str) -> dict[str, Any]:
+    """``raw`` (known field names only) with JSON's string keys restored, every value checked against the field's
+    declared type; a mismatch is named ``section.field``."""
+    hints = typing.get_type_hints(cls)
+    raw = {k: _json_keys(v, hints[k]) for k, v in raw.items()}
+    for key, value in raw.items():
+        if not _matches(value, hints[key]):
+            raise ValueError(f"{section}.{key}: expected {_type_name(hints[key])}, got {value!r} "
+                             f"({type(value).__name__})")
+    return raw
 
 
 def _json_keys(value: Any, hint: Any) -> Any:
