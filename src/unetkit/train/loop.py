@@ -127,6 +127,7 @@ def train(
     )
     if ctx.is_main:
         result.alignment = _finish(plan, run_dir, parts, val_set, out, dev)
+    distributed.barrier(ctx)  # every process leaves together, once rank 0 has written the run
     return result
 
 
