@@ -17,7 +17,6 @@ Without ``WORLD_SIZE`` (or with 1) nothing here changes a run.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import torch
@@ -51,15 +50,7 @@ def setup(ctx: DistContext, device: str) -> torch.device:
 
 
 def teardown(ctx: DistContext) -> None:
-    """Leave the process group, after freeing what still holds it.
-
-    A DDP wrapper keeps its reducer, and with it the Gloo process group and its worker threads, alive in
-    reference cycles that outlive ``destroy_process_group``; freed only while the interpreter shuts down, they
-    abort the process (seen in CI, once in many runs: rank 1 exited with "terminate called without an active
-    exception", SIGABRT, after a finished run). Collecting them first frees them while Python is whole.
-    """
     if ctx.enabled and dist.is_initialized():
-        gc.collect()
         dist.destroy_process_group()
 
 
