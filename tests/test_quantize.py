@@ -93,6 +93,13 @@ def test_int8_graph_is_quantised_and_keeps_the_graph_contract(exported: Path) ->
     graph = onnx.load(str(exported / "model.int8.onnx")).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("QuantizeLinear") > 5 and "DequantizeLinear" in ops
+    # The decoder's transposed convolutions (no int8 kernel in ONNX Runtime) became int8 1x1 convolutions plus
+    # a pixel shuffle; every convolution reads quantised weights.
+    fp32_ops = [n.op_type for n in onnx.load(str(exported / "model.onnx")).graph.node]
+    assert fp32_ops.count("ConvTranspose") == 2 and "ConvTranspose" not in ops
+    assert ops.count("Conv") == fp32_ops.count("Conv") + 2
+    dequantized = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert all(n.input[1] in dequantized for n in graph.node if n.op_type == "Conv")
     assert any(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in graph.initializer)  # weights
     producer = {o: n for n in graph.node for o in n.output}
     # The probabilities (the written-out softmax ends in Div) stay float, not 1/255 steps.

@@ -6,7 +6,8 @@
    plan says (:func:`unetkit.data.normalize.normalize_for`), at random positions;
 2. quantises with ONNX Runtime (``quantize_static``: QDQ format, int8 weights per output channel, uint8
    activations with MinMax ranges from the calibration tiles; the final softmax / sigmoid stays float, so the
-   probabilities keep their resolution); the graph keeps its ``image`` input and ``probabilities`` output;
+   probabilities keep their resolution), after rewriting the decoder's transposed convolutions into int8-able
+   operations (:mod:`unetkit.onnx_rewrite`); the graph keeps its ``image`` input and ``probabilities`` output;
 3. predicts the run's *validation* images through the normal :class:`~unetkit.infer.predictor.Predictor`
    (tiling, blending, TTA and shift from the plan) with the fp32 and the int8 graph, and compares foreground
    Dice (binary) or mean IoU (multi-class) and images per second;
@@ -204,8 +205,10 @@ def quantize_graph(fp32_path: Path, out_path: Path, tiles: Sequence[np.ndarray])
     """Write the QDQ int8 version of ``fp32_path`` to ``out_path``, calibrated on ``tiles``; the number of
     quantised nodes (``QuantizeLinear``) it holds.
 
-    ONNX Runtime's pre-processing (symbolic shape inference, graph optimisation such as batch-norm folding)
-    runs first; nodes in :data:`FLOAT_OPS` stay in float. Weights use 7 bits on a CPU without int8
+    ONNX Runtime's pre-processing (graph optimisation such as batch-norm folding) runs first, then
+    :func:`unetkit.onnx_rewrite.pixel_shuffle_upsampling` (the decoder's transposed convolutions as int8 1x1
+    convolutions plus a pixel shuffle: ONNX Runtime has no int8 ``ConvTranspose``); nodes in :data:`FLOAT_OPS`
+    stay in float. Weights use 7 bits on a CPU without int8
     dot-product instructions (see :func:`has_int8_dot_product`), all 8 elsewhere.
 
     Raises:
@@ -215,10 +218,15 @@ def quantize_graph(fp32_path: Path, out_path: Path, tiles: Sequence[np.ndarray])
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from unetkit.onnx_rewrite import pixel_shuffle_upsampling, shape_from_quantized
+
     with tempfile.TemporaryDirectory(prefix="unetkit_int8_", dir=out_path.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        graph = onnx.load(str(prepared)).graph
+        model = onnx.load(str(prepared))
+        if pixel_shuffle_upsampling(model):
+            onnx.save(model, str(prepared))
+        graph = model.graph
         keep_float = [n.name for n in graph.node if n.op_type in FLOAT_OPS]
         quantize_static(
             str(prepared), str(out_path), _reader(graph.input[0].name, tiles), quant_format=QuantFormat.QDQ,
@@ -226,6 +234,9 @@ def quantize_graph(fp32_path: Path, out_path: Path, tiles: Sequence[np.ndarray])
             nodes_to_exclude=keep_float, calibrate_method=CalibrationMethod.MinMax,
             reduce_range=not has_int8_dot_product(),
         )  # fmt: skip
+    quantized = onnx.load(str(out_path))
+    if shape_from_quantized(quantized):
+        onnx.save(quantized, str(out_path))
     return _check_names(fp32_path, out_path)
 
 
@@ -339,6 +350,8 @@ def int8_report(fp32_report: dict[str, Any], result: dict[str, Any], *, cpu: dic
                        + ("" if has_int8_dot_product(cpu) else ", 7-bit range (this CPU has no VNNI)"),
             "activations": "uint8, asymmetric, MinMax ranges",
             "float_ops": list(FLOAT_OPS),
+            "graph_rewrites": ["ConvTranspose with kernel = stride -> int8 1x1 Conv + channels-last pixel shuffle "
+                               "(unetkit.onnx_rewrite; exact in fp32)"],
             "calibration_patches": result["calibration_patches"],
             "calibration_data": "random tiles of the run's training images, normalised as the plan says",
             "quantized_nodes": result["quantized_nodes"],
