@@ -33,6 +33,12 @@ def test_probs_to_mask_modes() -> None:
         probs_to_mask(p3, mode="multilabel", threshold=0.25),
         [[[True, False]], [[False, True]], [[False, True]]],
     )
+    # Two classes take a one-pass comparison: the same labels as argmax, ties going to class 0.
+    p2 = np.random.default_rng(0).random((2, 33, 31)).astype(np.float32)
+    p2[1, :3] = p2[0, :3]
+    labels = probs_to_mask(p2)
+    np.testing.assert_array_equal(labels, np.argmax(p2, axis=0))
+    assert labels.dtype == np.int64 and not labels[:3].any()
     with pytest.raises(ValueError, match="binary mode needs one channel"):
         probs_to_mask(p3, mode="binary")
     with pytest.raises(ValueError, match="unknown mode"):

@@ -298,3 +298,14 @@ def test_windowed_memory_does_not_grow_with_the_raster() -> None:
         assert (raster.writes == 1).all()
         windows.append(stats.max_window)
     assert windows[0] == windows[1] and max(windows[1]) <= 4 * 8 + 2 * 16
+
+
+def test_one_tile_covering_the_image_returns_the_network_output_unblended() -> None:
+    # 50 x 60 pads to one 64 x 64 tile: w * y / w would round; the output is y itself, cropped.
+    net = nn.Conv2d(2, 3, 3, padding=1).eval()
+    image = torch.randn(2, 50, 60)
+    out = sliding_window_predict(net, image, TileSettings(tile_size=(64, 64)))
+    with torch.no_grad():
+        expected = net(torch.nn.functional.pad(image, (0, 4, 0, 14))[None])[0, :, :50, :60]  # zeros
+    assert out.dtype == torch.float32 and out.shape == (3, 50, 60)
+    assert torch.equal(out, expected)

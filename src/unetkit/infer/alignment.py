@@ -47,14 +47,25 @@ def shift_tiles(tiles: torch.Tensor, shift: Sequence[float]) -> torch.Tensor:
         dim, n = axis + 2, out.shape[axis + 2]
         whole = int(np.floor(s))
         frac = float(s) - whole
-        index = torch.arange(n, device=out.device)
-        near = out.index_select(dim, (index - whole).clamp(0, n - 1))
+        # Edge values repeated on both sides, so that every read below is a slice (no gather): reading
+        # in[i - whole] and in[i - whole - 1] for i in [0, n) needs `before` copies of the first row and
+        # `after` copies of the last one.
+        before, after = max(whole + 1, 0), max(-whole, 0)
+        first, last = out.narrow(dim, 0, 1), out.narrow(dim, n - 1, 1)
+        padded = torch.cat([first.expand(_sized(first, dim, before)), out, last.expand(_sized(last, dim, after))], dim)
+        near = padded.narrow(dim, before - whole, n)
         if frac == 0.0:
-            out = near
+            out = near.contiguous()
             continue
-        far = out.index_select(dim, (index - whole - 1).clamp(0, n - 1))
-        out = near * (1.0 - frac) + far * frac
+        out = torch.lerp(near, padded.narrow(dim, before - whole - 1, n), frac)  # (1 - f) near + f far
     return out
+
+
+def _sized(edge: torch.Tensor, dim: int, count: int) -> list[int]:
+    """The shape of ``edge`` (size 1 along ``dim``) with ``count`` along ``dim``."""
+    shape = list(edge.shape)
+    shape[dim] = count
+    return shape
 
 
 def shift_probabilities(probs: np.ndarray, shift: Sequence[float]) -> np.ndarray:

@@ -27,6 +27,7 @@ bounded by the chunk size rather than the image size, and gives the same numbers
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -127,6 +128,13 @@ def gaussian_weights(
         raise ValueError(f"min_weight must be > 0 so that every pixel keeps some weight, got {min_weight}")
     if not sigma_scale > 0:
         raise ValueError(f"sigma_scale must be > 0, got {sigma_scale}")
+    # Computed once per setting (4.5 ms for a 512 x 512 tile, as long as a fifth of the int8 network); each
+    # caller gets its own copy.
+    return _gaussian_weights(tuple(int(t) for t in tile_size), float(sigma_scale), float(min_weight)).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _gaussian_weights(tile_size: tuple[int, ...], sigma_scale: float, min_weight: float) -> torch.Tensor:
     weights = torch.ones((), dtype=torch.float64)
     for t in tile_size:
         x = torch.arange(int(t), dtype=torch.float64) - (int(t) - 1) / 2.0
@@ -363,9 +371,12 @@ def sliding_window_predict(fn: TileFn, image: torch.Tensor | np.ndarray, setting
     resolved = _settings(spatial, settings, image_device=image.device, image_dtype=image.dtype)
     padded = _pad_end(image, resolved.padded, settings.pad_mode)
     tiles = tile_grid(spatial, resolved.tile, overlap=settings.overlap)
-    with torch.no_grad():
-        num, den = _accumulate(fn, padded, tiles, (0,) * len(spatial), resolved)
     crop = (slice(None), *(slice(0, n) for n in spatial))
+    with torch.no_grad():
+        if len(tiles) == 1:  # one tile covers the image: blending would compute w * y / w = y
+            y = _run_batch(fn, [padded[(slice(None),) + tiles[0]]], resolved)[0]
+            return y.to(device=padded.device, dtype=torch.float32)[crop]
+        num, den = _accumulate(fn, padded, tiles, (0,) * len(spatial), resolved)
     return (num / den)[crop]
 
 
