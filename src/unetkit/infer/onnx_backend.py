@@ -116,6 +116,10 @@ class OnnxTileRunner:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
+        # ONNX Runtime's workers spin after each run by default, waiting for the next one; in a Predictor the
+        # next thing to run is blending, shifting and labelling in torch/numpy on the same cores, which the
+        # spinning slows down (int8 graph, 512 x 512 slices, 2 cores: 34.6 -> 31.3 ms per image).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
