@@ -21,7 +21,7 @@ accuracy, sets the speed)::
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_serve.py --run runs/isbi-bench \\
-        [--clients 1 4 16] [--requests 8] [--rounds 2] [--max-batch 16] [--max-wait-ms 5]
+        [--clients 1 4 16] [--requests 8] [--rounds 2] [--max-batch N (default: the server's own)] [--max-wait-ms 5]
 
 Writes ``benchmarks/results/serve.json`` (with the CPU's flags from /proc/cpuinfo) and prints it.
 """
@@ -59,10 +59,11 @@ def slices(count: int) -> list[bytes]:
 class ServerProcess:
     """``unetkit serve`` in a subprocess on a free loopback port, with a thread sampling its RSS."""
 
-    def __init__(self, run: Path, *, batching: bool, max_batch: int, max_wait_ms: float, fast: bool) -> None:
+    def __init__(self, run: Path, *, batching: bool, max_batch: int | None, max_wait_ms: float, fast: bool) -> None:
         command = [sys.executable, "-m", "unetkit.cli", "serve", str(run), "--host", HOST, "--port", "0",
-                   "--tta", "none", "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-                   "--max-queue", "64"] + ["--batching", "on" if batching else "off"] + ([] if fast else ["--no-fast"])
+                   "--tta", "none", "--max-wait-ms", str(max_wait_ms), "--max-queue", "64"]
+        command += ["--max-batch", str(max_batch)] if max_batch else []
+        command += ["--batching", "on" if batching else "off"] + ([] if fast else ["--no-fast"])
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         env.pop("UNETKIT_API_KEY", None)
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -110,6 +111,14 @@ class ServerProcess:
                 pass
             time.sleep(0.1)
         raise SystemExit("the server never became ready")
+
+    def batching(self) -> dict:
+        """The server's own batching settings (``/info``), recorded with every row."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
+        conn.request("GET", "/info")
+        info = json.loads(conn.getresponse().read())
+        conn.close()
+        return info["batching"]
 
     def stop(self) -> None:
         self._stop.set()
@@ -217,7 +226,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per client per level")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--level-seconds", type=float, default=120.0, help="each level stops sending after this")
-    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-batch", type=int, default=None, help="default: the server's own choice")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--no-fast", action="store_true", help="serve in plain eager fp32")
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -247,9 +256,10 @@ def main() -> None:
                                    max_wait_ms=args.max_wait_ms, fast=not args.no_fast)  # fmt: skip
             try:
                 server.wait_ready()
+                settings = server.batching()
                 for clients in args.clients:
                     row = level(server, bodies, clients, args.requests, args.level_seconds)
-                    row.update(mode=mode, round=round_)
+                    row.update(mode=mode, round=round_, server_batching=settings)
                     report["rows"].append(row)
                     print(json.dumps(row), flush=True)
                 hwm = server.vm_hwm()

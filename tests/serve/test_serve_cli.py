@@ -74,7 +74,10 @@ def test_cli_serves_until_interrupted(run_2d: Path) -> None:
         status, _, body = Client(port).request("POST", "/predict?format=json", png_bytes(isbi_crop()))
         assert status == 200 and json.loads(body)["shape"] == [150, 170]
         info = json.loads(Client(port).request("GET", "/info")[2])
-        assert info["batching"] == {"enabled": True, "max_batch": 16, "max_wait_ms": 2.0}
+        from unetkit.config import Plan
+
+        pair = 2 * Plan.load(run_2d / "plan.yaml").infer.batch_size  # on a CPU: two requests' batches per pass
+        assert info["batching"] == {"enabled": True, "max_batch": pair, "max_wait_ms": 2.0}
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
@@ -105,7 +108,15 @@ def test_cli_serves_an_exported_onnx_graph(run_2d: Path, tmp_path: Path) -> None
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     assert status == 200
-    assert info["batching"]["enabled"] is False  # --batching auto: off on a CPU (measured slower there)
+    assert info["batching"]["enabled"] is True  # --batching auto: on
     expected = Predictor.from_run(run_2d, backend="onnx", onnx_path=graph)(isbi_crop()[None].astype(np.float32))
     shares = {c["index"]: c["pixels"] for c in json.loads(body)["classes"]}
     assert shares == {k: int((expected.labels == k).sum()) for k in shares}
+
+
+def test_default_max_batch_is_two_request_batches_on_a_cpu_and_16_on_cuda() -> None:
+    from unetkit.commands.serve import default_max_batch
+
+    assert default_max_batch("cpu", 4) == 8
+    assert default_max_batch("cpu", 1) == 2
+    assert default_max_batch("cuda:0", 4) == 16

@@ -37,14 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=256.0, help="largest accepted upload (default 256)")
     parser.add_argument("--max-megapixels", type=float, default=64.0,
                         help="largest accepted image, in millions of pixels (default 64)")
-    parser.add_argument("--max-batch", type=int, default=16,
-                        help="most tiles of concurrent requests in one forward pass (default 16)")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="most tiles of concurrent requests in one forward pass (default: twice the plan's "
+                             "inference batch size on a CPU, 16 on CUDA)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long the model's worker waits for more tiles to batch (default 5 ms)")
     parser.add_argument("--batching", default="auto", choices=("auto", "on", "off"),
-                        help="micro-batch concurrent requests' tiles in one forward pass: auto = on for CUDA, off "
-                             "on a CPU, where it was measured slower (16 clients on 2 cores: 0.59x the throughput "
-                             "of one pass per request batch; see benchmarks/bench_serve.py)")
+                        help="micro-batch concurrent requests' tiles in one forward pass (auto = on; a lone "
+                             "request never waits for others); off: one pass per request batch, for comparison "
+                             "(benchmarks/bench_serve.py)")
     parser.add_argument("--no-batching", action="store_true", help="the same as --batching off")
     parser.add_argument("--max-queue", type=int, default=32,
                         help="most predictions waiting or running; more are refused with 503 + Retry-After (default 32)")
@@ -85,7 +86,7 @@ def _check_args(args: argparse.Namespace, api_key: str | None) -> None:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise ValueError("--max-upload-mb and --max-megapixels must be positive")
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1 or args.timeout <= 0:
+    if (args.max_batch is not None and args.max_batch < 1) or args.max_wait_ms < 0 or args.max_queue < 1 or args.timeout <= 0:
         raise ValueError("--max-batch and --max-queue must be >= 1, --max-wait-ms >= 0 and --timeout positive")
     if not is_loopback(args.host) and not api_key and not args.insecure_no_auth:
         raise ValueError(
@@ -95,9 +96,20 @@ def _check_args(args: argparse.Namespace, api_key: str | None) -> None:
 
 
 def _batching_on(args: argparse.Namespace) -> bool:
-    if args.no_batching or args.batching == "off":
-        return False
-    return args.batching == "on" or args.device.startswith("cuda")
+    return not (args.no_batching or args.batching == "off")
+
+
+def default_max_batch(device: str, infer_batch: int) -> int:
+    """Tiles per pass when ``--max-batch`` is not given: 16 on CUDA; on a CPU twice a request's own batch, so
+    each pass joins about two requests' batches (ISBI, 16 clients on 2 cores, 2026-12-04: 8 tiles per pass
+    served 1.3-1.4x one pass per request batch, 16 tiles less, the larger tensors leaving the caches)."""
+    return 16 if device.startswith("cuda") else max(1, 2 * int(infer_batch))
+
+
+# The model's worker thread takes the GIL back between every operator of a forward pass; with Python's default
+# 5 ms switch interval a request thread busy decoding or blending can hold it that long each time (16 clients on
+# 2 cores: 1.55 of 2 cores busy and the worker's passes 1.7x slower than alone). 0.5 ms keeps the worker fed.
+SWITCH_INTERVAL_S = 0.0005
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
                                    **overrides)
     limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
                     max_queue=args.max_queue, timeout_s=args.timeout)
-    batching = Batching(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, enabled=_batching_on(args))
+    max_batch = args.max_batch or default_max_batch(str(predictor.device), predictor.infer.batch_size)
+    batching = Batching(max_batch=max_batch, max_wait_ms=args.max_wait_ms, enabled=_batching_on(args))
     service = SegmentationService(predictor, run_dir=args.run, limits=limits, batching=batching)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server = Server(create_app(service, api_key=api_key), args.host, args.port)
     if not is_loopback(args.host):
         note = "clients must send the API key" if api_key else "anyone who can reach this machine can use the model"
