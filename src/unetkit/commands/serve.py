@@ -101,15 +101,10 @@ def _batching_on(args: argparse.Namespace) -> bool:
 
 def default_max_batch(device: str, infer_batch: int) -> int:
     """Tiles per pass when ``--max-batch`` is not given: 16 on CUDA; on a CPU twice a request's own batch, so
-    each pass joins about two requests' batches (ISBI, 16 clients on 2 cores, 2026-12-04: 8 tiles per pass
-    served 1.3-1.4x one pass per request batch, 16 tiles less, the larger tensors leaving the caches)."""
+    each pass joins about two requests' batches (ISBI, 16 clients on 2 cores with AMX, 2026-12-04: 8 tiles per
+    pass served 1.21x one pass per request batch through HTTP, 1.38x called in process; 16 tiles did worse)."""
     return 16 if device.startswith("cuda") else max(1, 2 * int(infer_batch))
 
-
-# The model's worker thread takes the GIL back between every operator of a forward pass; with Python's default
-# 5 ms switch interval a request thread busy decoding or blending can hold it that long each time (16 clients on
-# 2 cores: 1.55 of 2 cores busy and the worker's passes 1.7x slower than alone). 0.5 ms keeps the worker fed.
-SWITCH_INTERVAL_S = 0.0005
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
     max_batch = args.max_batch or default_max_batch(str(predictor.device), predictor.infer.batch_size)
     batching = Batching(max_batch=max_batch, max_wait_ms=args.max_wait_ms, enabled=_batching_on(args))
     service = SegmentationService(predictor, run_dir=args.run, limits=limits, batching=batching)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server = Server(create_app(service, api_key=api_key), args.host, args.port)
     if not is_loopback(args.host):
         note = "clients must send the API key" if api_key else "anyone who can reach this machine can use the model"
