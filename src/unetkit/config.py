@@ -115,6 +115,10 @@ class InferConfig:
     precision: str = "auto"
     # Pixels to move the probabilities by, per spatial axis ([] = none); set by training's alignment step.
     shift: list[float] = field(default_factory=list)
+    # Inference tiles chosen for speed (unetkit.infer.tiling.pass_tiles): an image of up to this many pixels
+    # (voxels) goes through the network in one pass, and larger ones in tiles of up to this size; null = auto
+    # (2D: 1024 x 1024, 3D: the tile_size above); 0 = always tile_size (the training patch).
+    max_pass_pixels: int | None = None
 
 
 @dataclass
@@ -202,6 +206,7 @@ BOUNDS: dict[str, tuple[Any, str]] = {
     "train.foreground_fraction": _fraction(top=True), "train.lr": ((lambda v: v > 0), "positive"),
     "train.time_budget_s": ((lambda v: v > 0), "positive"), "infer.batch_size": _at_least(1),
     "infer.min_size": _at_least(0), "infer.overlap": _fraction(top=False), "infer.threshold": _fraction(top=True),
+    "infer.max_pass_pixels": _at_least(0),
 }
 
 

@@ -1,18 +1,36 @@
-"""Mixed precision and memory layout: the CPU fast path (bf16 + channels_last) and CUDA AMP.
+"""Mixed precision and memory layout, chosen per CPU kind: bf16 where it is native, fp32 elsewhere.
 
 Training and inference ask :func:`choose_precision` which dtype and layout to use; its answer carries the reason
-(the CPU flags that decided it), which the commands print and the run records. ``auto`` uses bf16 only where it
-is native (CPUs with AVX-512 BF16 or AMX, and CUDA); elsewhere bf16 is emulated and slower than fp32.
+(the CPU kind and the flags that decided it), which the commands print and the run records.
 
-Tests (and a developer on either kind of CPU) can make the code believe native bf16 is present or absent by
-replacing :func:`cpu_supports_bf16` (``pytest --native-bf16=yes|no``, see ``tests/conftest.py``): every decision
-goes through that one function, looked up at call time.
+The rule, in one place (:func:`cpu_kind`, then :data:`KIND_FACTS`), from the flags of ``/proc/cpuinfo``:
+
+============================  ==============================  =========  ===========================
+CPU kind                      flags                           auto       fp32 training layout
+============================  ==============================  =========  ===========================
+``x86-amx``                   ``amx_bf16``                    bf16       (bf16: channels_last)
+``x86-avx512-bf16``           ``avx512_bf16`` (AMD Zen 4)     bf16       (bf16: channels_last)
+``x86-avx512``                ``avx512f``, no bf16 flag       fp32       contiguous
+``x86-avx2``                  ``avx2`` only                   fp32       channels_last (measured)
+``aarch64-bf16``              ``bf16`` in ``Features``        bf16       (bf16: channels_last)
+``aarch64`` / ``other``       --                              fp32       contiguous
+============================  ==============================  =========  ===========================
+
+oneDNN *can* run bf16 on any AVX-512 CPU (``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is true there), but
+without ``avx512_bf16``/``amx_bf16`` it emulates it, and emulated bf16 is slower than fp32 (an Intel Ice Lake:
+0.50 training steps/s in bf16 against 0.81 in fp32), so the flags decide, not oneDNN. CUDA: fp16 with a loss scaler
+for training, bf16 for inference.
+
+Tests simulate every kind by replacing :func:`cpu_flags` (and the machine name) or :func:`cpu_supports_bf16`
+(``pytest --native-bf16=yes|no``, see ``tests/conftest.py``): every decision goes through them, looked up at call
+time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +38,33 @@ from pathlib import Path
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# The flags that decide (or explain) a CPU fast path; every benchmark records them.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+# The flags that decide (or explain) a CPU fast path; every benchmark records them. ``bf16`` is aarch64's feature
+# name (``Features`` line); the others are x86 ``flags``.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "bf16")
 _DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass(frozen=True)
+class KindFacts:
+    """What unetkit knows of one CPU kind: whether bf16 is native, the faster fp32 training layout and why."""
+
+    native_bf16: bool
+    fp32_channels_last: bool
+    why: str
+
+
+# The per-kind facts. fp32_channels_last is True only where it was measured faster (benchmarks/bench_precision.py,
+# default 2D plan); elsewhere training keeps the contiguous layout it has always used.
+KIND_FACTS = {
+    "x86-amx": KindFacts(True, False, "AMX: bf16 is native"),
+    "x86-avx512-bf16": KindFacts(True, False, "AVX-512 BF16: bf16 is native"),
+    "x86-avx512": KindFacts(False, False, "AVX-512 without avx512_bf16/amx_bf16: bf16 would be emulated, "
+                                          "slower than fp32"),
+    "x86-avx2": KindFacts(False, True, "AVX2 without AVX-512: no bf16 instructions"),
+    "aarch64-bf16": KindFacts(True, False, "Arm with the bf16 feature: bf16 is native"),
+    "aarch64": KindFacts(False, False, "Arm without the bf16 feature"),
+    "other": KindFacts(False, False, "no bf16 instructions known on this CPU"),
+}
 
 
 @functools.cache
@@ -32,9 +74,31 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> dict[str, bool]:
         text = Path(cpuinfo).read_text()
     except OSError:
         text = ""
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return parse_cpu_flags(text)
+
+
+def parse_cpu_flags(cpuinfo_text: str) -> dict[str, bool]:
+    """:data:`CPU_FLAGS` present in the first ``flags`` (x86) or ``Features`` (Arm) line of a ``/proc/cpuinfo`` text."""
+    line = next((ln for ln in cpuinfo_text.splitlines() if ln.startswith(("flags", "Features"))), "")
     present = set(line.partition(":")[2].split())
     return {flag: flag in present for flag in CPU_FLAGS}
+
+
+def cpu_kind(flags: dict[str, bool] | None = None, machine: str | None = None) -> str:
+    """This CPU's kind, one of :data:`KIND_FACTS`' keys, from its flags and ``platform.machine()``."""
+    flags = cpu_flags() if flags is None else flags
+    machine = (machine or platform.machine()).lower()
+    if machine in ("aarch64", "arm64"):
+        return "aarch64-bf16" if flags.get("bf16") else "aarch64"
+    if flags.get("amx_bf16"):
+        return "x86-amx"
+    if flags.get("avx512_bf16"):
+        return "x86-avx512-bf16"
+    if flags.get("avx512f"):
+        return "x86-avx512"
+    if flags.get("avx2"):
+        return "x86-avx2"
+    return "other"
 
 
 def resolve_device(name: str) -> str:
@@ -45,11 +109,8 @@ def resolve_device(name: str) -> str:
 
 
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels here (AVX-512 BF16 / AMX), where bf16 is ~2x faster."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """True where this CPU computes bf16 natively (:data:`KIND_FACTS`), so bf16 autocast is ~2x faster than fp32."""
+    return KIND_FACTS[cpu_kind()].native_bf16
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -106,9 +167,9 @@ class PrecisionChoice:
 def choose_precision(precision: str, device: torch.device, *, spatial_dims: int, inference: bool) -> PrecisionChoice:
     """The dtype and layout for training (``inference=False``) or the inference fast path, with the reason.
 
-    Training: :func:`resolve_precision`; channels_last only with autocast. Inference: ``auto`` is bf16 on CUDA
-    and on CPUs with native bf16 (no loss scaling is involved, and bf16 keeps fp32's range), else fp32; the
-    fast path always uses channels_last.
+    Training: :func:`resolve_precision`; channels_last with autocast, and in fp32 where :data:`KIND_FACTS` says
+    it is the faster layout on this CPU kind. Inference: ``auto`` is bf16 on CUDA and on CPUs with native bf16,
+    else fp32; the fast path always uses channels_last.
 
     Raises:
         ValueError: unknown precision, or fp16 on a CPU.
@@ -118,7 +179,9 @@ def choose_precision(precision: str, device: torch.device, *, spatial_dims: int,
         dtype: torch.dtype | None = torch.bfloat16
     else:
         dtype = resolve_precision(precision, device)
-    layout = memory_format(spatial_dims) if (inference or dtype is not None) else None
+    channels_last = inference or dtype is not None or (
+        device.type == "cpu" and KIND_FACTS[cpu_kind()].fp32_channels_last)
+    layout = memory_format(spatial_dims) if channels_last else None
     return PrecisionChoice(requested=precision, dtype=dtype, layout=layout, reason=_reason(precision, device))
 
 
@@ -127,11 +190,14 @@ def _reason(precision: str, device: torch.device) -> str:
         return f"--precision {precision}"
     if device.type == "cuda":
         return "auto: CUDA"
+    kind = cpu_kind()
     flags = cpu_flags()
-    shown = " ".join(f for f in ("avx512_bf16", "amx_bf16") if flags[f]) or "neither avx512_bf16 nor amx_bf16"
+    tracked = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "bf16")
+    shown = " ".join(f for f in tracked if flags.get(f)) or f"none of {' '.join(tracked)}"
+    # cpu_supports_bf16 (not the table) decides, so a simulated answer and its reason never disagree.
     if cpu_supports_bf16():
-        return f"auto: this CPU has native bf16 kernels (CPU flags: {shown})"
-    return f"auto: no native bf16 on this CPU, where bf16 would be emulated and slower (CPU flags: {shown})"
+        return f"auto: bf16, native on this {kind} CPU ({KIND_FACTS[kind].why}; CPU flags: {shown})"
+    return f"auto: fp32 on this {kind} CPU ({KIND_FACTS[kind].why}; CPU flags: {shown})"
 
 
 @contextlib.contextmanager

@@ -183,11 +183,11 @@ def test_auto_precision_follows_the_cpu(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     native = Predictor.from_run(run)
     assert native.amp_dtype is torch.bfloat16 and native.precision.layout is torch.channels_last
-    assert "native bf16" in native.precision.describe()
+    assert "auto: bf16, native on this" in native.precision.describe()
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
     emulated = Predictor.from_run(run)
     assert emulated.amp_dtype is None and emulated.precision.layout is torch.channels_last
-    assert "no native bf16" in emulated.precision.describe()
+    assert "auto: fp32 on this" in emulated.precision.describe()
     assert Predictor.from_run(run, fast=False).precision.describe().startswith("precision: fp32, contiguous")
     with pytest.raises(ValueError, match="needs the fast path"):
         Predictor.from_run(run, fast=False, precision="bf16")

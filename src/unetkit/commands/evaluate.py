@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unetkit.commands._argtypes import add_backend_argument
 from unetkit.commands._data_args import add_data_arguments
 from unetkit.data.options import DataConfig
 
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="score with ONNX Runtime on a graph from `unetkit export` of this run")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
+    add_backend_argument(parser)
     add_data_arguments(parser)
 
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                                        fast=not args.no_fast, backend="onnx", onnx_path=args.onnx, **overrides)
     else:
         predictor = load_predictor(runs, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
-                                   **overrides)
+                                   backend=args.backend, **overrides)
+    print(predictor.describe(), flush=True)
     plan = predictor.plan
     data = _data_config(plan.data, args)
     out = Path(args.out) if args.out else run_dir / ("eval_ensemble" if args.ensemble else "eval")

@@ -24,7 +24,10 @@ FORMATS = ("onnx",)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory written by `unetkit train`")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="export format (default onnx)")
-    parser.add_argument("--out", required=True, help="destination file, e.g. model.onnx; the report is <out>.json")
+    parser.add_argument("--out", default=None,
+                        help="destination file, e.g. model.onnx; the report is <out>.json (default: model.onnx in the "
+                             "checkpoint folder, RUN/best/model.onnx, where predict/evaluate/serve's --backend auto "
+                             "find it and, with --int8, the accepted model.int8.onnx beside it)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
                         help="which saved model of the run to export")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference on probabilities")
@@ -39,31 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unetkit._io import write_json_atomic
-    from unetkit.export import build_report
-    from unetkit.infer.onnx_backend import export_pipeline
-    from unetkit.models.base import WEIGHTS_NAME, load_model
+    from unetkit.infer.backend import GRAPH_NAME
+    from unetkit.infer.onnx_backend import export_run_graph
+    from unetkit.models.base import load_model
     from unetkit.run_layout import load_run_plan, weights_dir
 
     run_dir = Path(args.run)
     plan = load_run_plan(run_dir)
     weights = weights_dir(run_dir, args.checkpoint)
     model = load_model(weights)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else weights / GRAPH_NAME
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out must end in .onnx, got {out.name}")
-    channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
-    tile = [int(t) for t in plan.infer.tile_size]
-    odd = [(t // 32 + 1) * 32 + 17 for t in tile]  # not a multiple of the network's stride
     print(f"exporting {weights} to {out} and checking it in ONNX Runtime ...", flush=True)
-    exported = export_pipeline(model, out, in_channels=channels, tile_size=tile, check_sizes=[tile, odd],
-                               atol=args.atol)
-    report = build_report(plan, exported, run_dir=run_dir, checkpoint=args.checkpoint, atol=args.atol,
-                          weights=weights / WEIGHTS_NAME)
-    report_path = out.with_name(out.name + ".json")
-    write_json_atomic(report_path, report)
+    exported, report = export_run_graph(model, plan, weights=weights, out=out, checkpoint=args.checkpoint,
+                                        atol=args.atol)
     diffs = ", ".join(f"{k}: {v:.2g}" for k, v in exported["max_abs_diff"].items())
-    print(f"wrote {out} ({exported['file_size_bytes'] / 2**20:.1f} MiB) and {report_path.name}; "
+    print(f"wrote {out} ({exported['file_size_bytes'] / 2**20:.1f} MiB) and {out.name}.json; "
           f"max |ONNX Runtime - PyTorch| on probabilities: {diffs}", flush=True)
     return _export_int8(args, run_dir=run_dir, out=out, fp32_report=report) if args.int8 else 0
 

@@ -21,6 +21,8 @@ import functools
 import sys
 from pathlib import Path
 
+from unetkit.commands._argtypes import add_backend_argument
+
 NIFTI = (".nii", ".nii.gz")
 # Under torchrun each process waits at the end for the slowest one; the shares interleave the inputs, so they
 # finish close together, but one huge raster can take hours.
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the choice and its reason are printed")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                         help="run this graph (from `unetkit export` of the same run) in ONNX Runtime")
+    add_backend_argument(parser)
     parser.add_argument("--windowed", action="store_true", help="predict every TIFF window by window")
     parser.add_argument("--window-threshold", type=int, default=DEFAULT_WINDOWED_PIXELS, metavar="PIXELS",
                         help="TIFFs with more pixels are predicted window by window")
@@ -149,10 +152,10 @@ def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[n
                                        backend="onnx", onnx_path=args.onnx, **overrides)
     else:
         predictor = load_predictor(runs, checkpoint=args.checkpoint, device=device, fast=not args.no_fast,
-                                   **overrides)
+                                   backend=args.backend, **overrides)
     if len(runs) > 1:
         print(f"ensemble of {len(runs)} models: {', '.join(str(r) for r in runs)}", flush=True)
-    print(predictor.precision.describe(), flush=True)
+    print(predictor.describe(), flush=True)
     if args.uncertainty and not predictor.with_uncertainty:
         raise ValueError("--uncertainty needs test-time augmentation: add --tta flips (or d4)")
     return predictor

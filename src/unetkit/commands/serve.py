@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from unetkit.commands._argtypes import add_backend_argument
+
 KEY_VARIABLE = "UNETKIT_API_KEY"
 NEEDED = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python_multipart", "python-multipart"))
 
@@ -59,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve this graph from `unetkit export` of the same run (fp32, or the .int8.onnx of "
                              "`export --int8`) in ONNX Runtime instead of PyTorch")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
+    add_backend_argument(parser)
 
 
 def missing_extra() -> str | None:
@@ -127,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         from unetkit.run_layout import weights_dir
 
         check_onnx_matches_run(Path(args.onnx), weights_dir(args.run, args.checkpoint))
-        overrides.update(backend="onnx", onnx_path=args.onnx)
+        overrides.update(onnx_path=args.onnx)
+    else:
+        overrides.update(backend=args.backend)
     predictor = Predictor.from_run(args.run, checkpoint=args.checkpoint, device=args.device, fast=not args.no_fast,
                                    **overrides)
     limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         note = "clients must send the API key" if api_key else "anyone who can reach this machine can use the model"
         print(f"note: listening on {args.host}: {note}", file=sys.stderr)
     print(f"serving {args.run} on {server.url} (Ctrl-C stops)", flush=True)
-    print(predictor.precision.describe(), flush=True)
+    print(predictor.describe(), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

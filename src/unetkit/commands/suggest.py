@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from unetkit.commands._argtypes import fraction, positive_int
+from unetkit.commands._argtypes import add_backend_argument, fraction, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rank by score alone (no k-center on encoder features; near-duplicates may both be picked)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which saved model to use")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
+    add_backend_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from unetkit.infer.suggest import SuggestOptions, suggest
 
     options = SuggestOptions(n=args.n, tta=args.tta, fg_weight=args.fg_weight, top_fraction=args.top_fraction,
-                             diversity=not args.no_diversity, checkpoint=args.checkpoint, device=args.device)
+                             diversity=not args.no_diversity, checkpoint=args.checkpoint, device=args.device,
+                             backend=args.backend)
     result = suggest(args.run, args.inputs, options, out=args.out)
     if result.note:
         print(f"note: {result.note}")

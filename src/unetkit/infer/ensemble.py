@@ -63,11 +63,14 @@ def load_predictor(
     checkpoint: str = "best",
     device: str = "cpu",
     fast: bool = True,
+    backend: str = "torch",
     **infer_overrides: Any,  # InferConfig fields, checked by Predictor.from_run
 ) -> Predictor | EnsemblePredictor:
-    """A :class:`Predictor` for one run, an :class:`EnsemblePredictor` for several."""
+    """A :class:`Predictor` for one run (on ``backend``, see :meth:`Predictor.from_run`), an
+    :class:`EnsemblePredictor` for several (torch: the members' probabilities are averaged per tile)."""
     if len(runs) == 1:
-        return Predictor.from_run(runs[0], checkpoint=checkpoint, device=device, fast=fast, **infer_overrides)
+        return Predictor.from_run(runs[0], checkpoint=checkpoint, device=device, fast=fast, backend=backend,
+                                  **infer_overrides)
     return EnsemblePredictor.from_runs(
         runs, checkpoint=checkpoint, device=device, fast=fast, **infer_overrides
     )
@@ -133,6 +136,10 @@ class EnsemblePredictor:
     @property
     def with_uncertainty(self) -> bool:
         return self.members[0].with_uncertainty
+
+    def describe(self) -> str:
+        """One line: the members' backend and precision (see :meth:`Predictor.describe`)."""
+        return self.members[0].describe()
 
     @property
     def precision(self):  # type: ignore[no-untyped-def]

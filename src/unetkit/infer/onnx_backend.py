@@ -134,3 +134,40 @@ class OnnxTileRunner:
         x = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         (probs,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})
         return torch.from_numpy(probs)
+
+
+def export_run_graph(
+    model: nn.Module, plan: Any, *, weights: Path, out: Path, checkpoint: str = "best", atol: float = 1e-4
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Export a run's network to ``out`` as ``unetkit export`` does and write its report ``<out>.json`` beside it.
+
+    The graph is checked in ONNX Runtime at the plan's tile (batch 1) and at an odd size that is not a multiple
+    of the network's stride (batch 2) before anything is written; both files are written atomically.
+
+    Args:
+        model: the run's network, loaded from ``weights``.
+        plan: the run's :class:`~unetkit.config.Plan`.
+        weights: the checkpoint folder (its weights' SHA-256 goes into the report).
+        out: destination ``.onnx``.
+        checkpoint: the checkpoint's name, for the report.
+        atol: largest allowed absolute difference on probabilities.
+
+    Returns:
+        ``(exported, report)``: :func:`export_pipeline`'s result and the report written to ``<out>.json``.
+
+    Raises:
+        unetkit.export.ONNXCheckError: ONNX Runtime disagrees with PyTorch by more than ``atol``.
+    """
+    from unetkit._io import write_json_atomic
+    from unetkit.export import build_report
+    from unetkit.models.base import WEIGHTS_NAME
+
+    channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
+    tile = [int(t) for t in plan.infer.tile_size]
+    odd = [(t // 32 + 1) * 32 + 17 for t in tile]  # not a multiple of the network's stride
+    exported = export_pipeline(model, out, in_channels=channels, tile_size=tile, check_sizes=[tile, odd], atol=atol)
+    run_dir = weights.parent if (weights.parent / "plan.yaml").is_file() else weights
+    report = build_report(plan, exported, run_dir=run_dir, checkpoint=checkpoint, atol=atol,
+                          weights=weights / WEIGHTS_NAME)
+    write_json_atomic(out.with_name(out.name + ".json"), report)
+    return exported, report

@@ -45,7 +45,7 @@ from unetkit.infer.files import (
     write_outputs,
 )
 from unetkit.infer.predictor import Prediction, blended_probabilities, to_prediction
-from unetkit.infer.tiling import fits_one_tile, pad_to_tile
+from unetkit.infer.tiling import fits_one_tile, pad_to_tile, pass_tiles
 
 # What a bad input raises (unreadable, unsupported, wrong channels, a write that failed): reported and skipped.
 FILE_ERRORS = (ValueError, OSError, RuntimeError)
@@ -300,10 +300,14 @@ def _done(item: FileOutcome | tuple[Path, Future[list[Path]]]) -> bool:
 
 def _batchable(predictor, pixels: np.ndarray) -> bool:  # type: ignore[no-untyped-def]
     """Whether ``pixels`` (C, *spatial) is predicted as one tile, so that it can share a batch."""
-    tile = predictor.infer.tile_size
+    infer = predictor.infer
     if predictor.plan.data.target_spacing is not None:
         return False  # each volume may first be resampled to another shape
-    return pixels.ndim == len(tile) + 1 and fits_one_tile(pixels.shape[1:], tile)
+    if pixels.ndim != len(infer.tile_size) + 1:
+        return False
+    tile, _ = pass_tiles(pixels.shape[1:], infer.tile_size, max_pass_pixels=infer.max_pass_pixels,
+                         batch_size=infer.batch_size)
+    return fits_one_tile(pixels.shape[1:], tile)
 
 
 def _predict_group(  # type: ignore[no-untyped-def]
@@ -338,10 +342,11 @@ def _predict_together(predictor, images: list[np.ndarray]) -> list[Prediction]: 
     from unetkit.data.normalize import normalize_for
 
     plan, infer = predictor.plan, predictor.infer
-    tiles = torch.stack([pad_to_tile(torch.from_numpy(normalize_for(image, plan.data)), infer.tile_size)
-                         for image in images])
+    tile, batch = pass_tiles(images[0].shape[1:], infer.tile_size, max_pass_pixels=infer.max_pass_pixels,
+                             batch_size=infer.batch_size)
+    tiles = torch.stack([pad_to_tile(torch.from_numpy(normalize_for(image, plan.data)), tile) for image in images])
     fn = predictor.tile_fn()
-    outputs = torch.cat([fn(tiles[i : i + infer.batch_size]) for i in range(0, len(images), infer.batch_size)])
+    outputs = torch.cat([fn(tiles[i : i + batch]) for i in range(0, len(images), batch)])
 
     def replay(index: int) -> Callable[[torch.Tensor], torch.Tensor]:
         def tile_output(batch: torch.Tensor) -> torch.Tensor:

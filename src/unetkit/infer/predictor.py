@@ -52,6 +52,7 @@ class Predictor:
         infer: InferConfig | None = None,
         backend: str = "torch",
         onnx_path: str | Path | None = None,
+        backend_reason: str | None = None,
     ) -> None:
         """Args:
             model: the trained network (not modified; the fast path works on a copy).
@@ -63,6 +64,7 @@ class Predictor:
             backend: ``torch`` or ``onnx`` (ONNX Runtime on the CPU; see :mod:`unetkit.infer.onnx_backend`).
             onnx_path: ``onnx`` backend: a graph written by ``unetkit export`` for this model; without it the
                 model is exported to a temporary file first (slow: tens of seconds).
+            backend_reason: why this backend (printed by :meth:`describe`; :meth:`from_run` sets it).
 
         Raises:
             ValueError: unknown backend or inference settings.
@@ -74,6 +76,7 @@ class Predictor:
         self.device = torch.device(device)
         self.spatial_dims = plan.data.spatial_dims
         self.backend = backend
+        self.backend_reason = backend_reason or f"{backend} backend"
         self._onnx = None
         if backend == "onnx":
             self.model, self.amp_dtype, self.layout = model.eval(), None, None
@@ -92,12 +95,16 @@ class Predictor:
         """Load ``RUN/<checkpoint>`` and ``RUN/plan.yaml``; ``infer_overrides`` replace plan.infer fields (e.g. tta='d4').
 
         ``run_dir`` may also be a checkpoint folder on its own (a copied ``RUN/best``): its ``config.json``
-        carries the run's plan (``checkpoint`` is then unused).
+        carries the run's plan (``checkpoint`` is then unused). ``backend``: ``torch``, ``onnx``, ``int8`` or
+        ``auto`` (what the commands use: the fastest backend this machine has for the run, see
+        :func:`unetkit.infer.backend.choose_backend`; ``onnx``/``auto`` may export the graph once into the
+        checkpoint folder). ``onnx_path`` runs that graph instead.
 
         Raises:
             FileNotFoundError: missing plan or checkpoint.
-            ValueError: an override that is not an inference setting.
+            ValueError: an override that is not an inference setting, or a backend this machine cannot run.
         """
+        from unetkit.infer.backend import choose_backend
         from unetkit.run_layout import load_run_plan, weights_dir
 
         run_dir = Path(run_dir)
@@ -107,8 +114,31 @@ class Predictor:
         if unknown:
             raise ValueError(f"unknown inference setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         infer = InferConfig(**{**plan.infer.__dict__, **infer_overrides})
-        return cls(load_model(weights_dir(run_dir, checkpoint)), plan, device=device, fast=fast, infer=infer, backend=backend,
-                   onnx_path=onnx_path)
+        weights = weights_dir(run_dir, checkpoint)
+        model = load_model(weights)
+        if onnx_path is not None:
+            return cls(model, plan, device=device, fast=fast, infer=infer, backend="onnx", onnx_path=onnx_path)
+        choice = choose_backend(weights, requested=backend, device=str(torch.device(device).type))
+        if choice.backend == "torch":
+            return cls(model, plan, device=device, fast=fast, infer=infer, backend_reason=choice.reason)
+        graph = choice.graph
+        if choice.backend == "onnx":
+            try:
+                graph = _cached_graph(model, plan, weights)
+            except OSError as err:
+                if backend != "auto":
+                    raise
+                return cls(model, plan, device=device, fast=fast, infer=infer,
+                           backend_reason=f"auto: torch (ONNX Runtime graph not cached: {err})")
+        return cls(model, plan, device=device, fast=fast, infer=infer, backend="onnx", onnx_path=graph,
+                   backend_reason=choice.reason)
+
+    def describe(self) -> str:
+        """One line for the user: the backend, the precision and layout, and why each was chosen."""
+        if self._onnx is not None:
+            kind = "int8" if self.precision.requested == "int8" else "fp32"
+            return f"backend: ONNX Runtime, {kind} graph {self._onnx.path} ({self.backend_reason})"
+        return f"backend: torch ({self.backend_reason}); {self.precision.describe()}"
 
     @property
     def with_uncertainty(self) -> bool:
@@ -228,13 +258,14 @@ def blended_probabilities(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Normalise a raw ``(C, *spatial)`` image as ``plan`` says, run ``tile_fn`` over its Gaussian-blended tiles and
     split off the uncertainty channel that ``tile_fn`` appends when ``uncertainty`` (a single model or an ensemble)."""
-    from unetkit.infer.tiling import TileSettings, sliding_window_predict
+    from unetkit.infer.tiling import TileSettings, pass_tiles, sliding_window_predict
 
+    tile, batch = pass_tiles(image.shape[1:], infer.tile_size, max_pass_pixels=infer.max_pass_pixels,
+                             batch_size=infer.batch_size)
     out = sliding_window_predict(
         tile_fn,
         torch.from_numpy(normalize_for(image, plan.data)),
-        TileSettings(tile_size=tuple(infer.tile_size), overlap=infer.overlap, blend=infer.blend,
-                     batch_size=infer.batch_size),
+        TileSettings(tile_size=tile, overlap=infer.overlap, blend=infer.blend, batch_size=batch),
     ).numpy()
     if uncertainty:
         return out[:-1], out[-1]
@@ -254,6 +285,14 @@ def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_pa
         channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
         export_pipeline(model, path, in_channels=channels, tile_size=infer.tile_size)
         return OnnxTileRunner(path)  # the session holds the graph in memory; the file may go
+
+
+def _cached_graph(model: torch.nn.Module, plan: Plan, weights: Path) -> Path:
+    """The run's fp32 graph cached beside its weights (exported and parity-checked now if missing or stale)."""
+    from unetkit.infer.backend import cached_graph
+    from unetkit.infer.onnx_backend import export_run_graph
+
+    return cached_graph(weights, export=lambda path: export_run_graph(model, plan, weights=weights, out=path))
 
 
 def _onnx_precision(onnx_path: str | Path | None) -> PrecisionChoice:

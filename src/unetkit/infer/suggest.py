@@ -57,6 +57,7 @@ class SuggestOptions:
         diversity: pick by uncertainty-weighted k-center (False: by score alone) [True].
         checkpoint: ``best`` or ``last`` [best].
         device: torch device [cpu].
+        backend: what runs the network (:data:`unetkit.infer.backend.BACKEND_CHOICES`) [torch].
     """
 
     n: int = 20
@@ -66,6 +67,7 @@ class SuggestOptions:
     diversity: bool = True
     checkpoint: str = "best"
     device: str = "cpu"
+    backend: str = "torch"
 
 
 @dataclass
@@ -306,7 +308,8 @@ def suggest(run: str | Path, inputs: Sequence[str], options: SuggestOptions, *, 
     if options.tta == "none":
         raise ValueError("suggest needs test-time augmentation views: use --tta flips, d4 or d4+scales")
     files = expand_inputs(list(inputs))
-    predictor = Predictor.from_run(run, checkpoint=options.checkpoint, device=options.device, tta=options.tta)
+    predictor = Predictor.from_run(run, checkpoint=options.checkpoint, device=options.device, tta=options.tta,
+                                   backend=options.backend)
     known = labelled_files(predictor.plan)
     sides = [known.side(p) for p in files]
     pool = [p for p, s in zip(files, sides, strict=True) if s is None]
