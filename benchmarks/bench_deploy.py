@@ -7,7 +7,9 @@ For each trained run given (``--run`` for the default plan, i.e. the ImageNet Ef
   (:func:`unetkit.quantize.quantize_run`: static QDQ calibrated on the run's training images; seconds, and the
   validation Dice of fp32 and int8 from the same call, the threshold set so that it never refuses here).
 * ``per_image``: a whole ``Predictor`` call per raw image (normalise, one 512 tile, probabilities, labels), no
-  TTA, for: ``torch_fast`` (BN folded + channels_last, ``precision auto``: bf16 where the CPU has it natively),
+  TTA, for: ``unetkit_predict_default`` (``Predictor.from_run(run, backend="auto")``, exactly what ``unetkit
+  predict RUN IMAGE.png --tta none`` runs; it uses the run's own cached graphs, see unetkit.infer.backend),
+  ``torch_fast`` (BN folded + channels_last, ``precision auto``: bf16 where the CPU has it natively),
   ``torch_fast_fp32`` (the same in fp32), ``torch_eager_fp32`` (plain eager), ``onnxruntime_fp32``,
   ``onnxruntime_int8``, and ``smp_unet_resnet34_eager_fp32`` (segmentation_models_pytorch ``Unet("resnet34")``,
   untrained: speed does not depend on the weights; the same z-scored image, forward + softmax + argmax).
@@ -109,6 +111,9 @@ def contenders(run: Path, fp32: Path, int8: Path) -> dict[str, Callable[[np.ndar
             return torch.softmax(reference(x), dim=1)[0].argmax(0).numpy()
 
     return {
+        # What `unetkit predict RUN IMAGE.png --tta none` runs: backend auto (the run's accepted int8 graph, ONNX
+        # Runtime where measured faster, else torch), the speed tiling (one pass up to 1024 x 1024).
+        "unetkit_predict_default": Predictor.from_run(run, backend="auto", tta="none"),
         "torch_fast": predictor(),
         "torch_fast_fp32": predictor(precision="fp32"),
         "torch_eager_fp32": predictor(fast=False),

@@ -4,6 +4,7 @@ predicts what it predicted then: plan format 1 and checkpoint format 1 stay read
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def test_the_fixture_is_an_old_format_run() -> None:
 
 
 def test_an_old_run_predicts_as_it_did(expected: dict, image: np.ndarray) -> None:  # type: ignore[type-arg]
-    prediction = Predictor.from_run(RUN)(image)
+    # The tiles it used then: newer plans predict an image that fits in one pass (infer.max_pass_pixels), which
+    # changes the blend at tile borders, not the format this test guards.
+    prediction = Predictor.from_run(RUN, max_pass_pixels=0)(image)
     foreground = np.asarray(expected["foreground"], dtype=np.float32)
     assert prediction.probabilities.shape == (2, *foreground.shape)
     np.testing.assert_allclose(prediction.probabilities[1], foreground, atol=ATOL)
@@ -60,7 +63,9 @@ def test_an_old_run_predicts_as_it_did_from_the_command_line(
 
     source = tmp_path / "crop.png"
     Image.fromarray(image[0]).save(source)
-    assert main(["predict", str(RUN), str(source), "--out", str(tmp_path / "out")]) == 0
+    run = tmp_path / "run_v1"  # a copy: predict's backend auto may cache an ONNX graph beside the weights
+    shutil.copytree(RUN, run)
+    assert main(["predict", str(run), str(source), "--out", str(tmp_path / "out"), "--max-pass-pixels", "0"]) == 0
     written = read_image(tmp_path / "out" / "crop.png").array[0]
     foreground = np.asarray(expected["foreground"])
     clear = np.abs(foreground - 0.5) > ATOL

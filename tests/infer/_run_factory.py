@@ -32,11 +32,13 @@ def make_run(
     shift: list[float] | None = None,
     seed: int = 0,
     encoder: str = "plain",
+    max_pass_pixels: int | None = 0,
 ) -> Path:
     """Write ``root/plan.yaml`` and ``root/best`` for an untrained U-Net with batch norm; returns ``root``.
 
     ``encoder``: ``plain`` (``depth`` and ``width`` apply) or a timm backbone, built as the planner builds its
-    default (``tf_efficientnet_lite0``) but with random weights.
+    default (``tf_efficientnet_lite0``) but with random weights. ``max_pass_pixels`` defaults to 0 (tiles of ``tile``,
+    as the tiling tests expect); None is the planner's speed tiling (one pass for an image that fits).
     """
     kwargs = {"in_channels": in_channels, "classes": classes, "spatial_dims": spatial_dims, "encoder": encoder,
               "norm": "batch"}
@@ -47,7 +49,8 @@ def make_run(
         data=DataConfig(in_channels=in_channels, spatial_dims=spatial_dims, normalization=normalization,
                         intensity_mean=list(intensity_mean or []), intensity_std=list(intensity_std or [])),
         model=ModelConfig(name="unet", kwargs=kwargs),
-        infer=InferConfig(tile_size=tile_size, overlap=overlap, tta=tta, batch_size=2, shift=list(shift or [])),
+        infer=InferConfig(tile_size=tile_size, overlap=overlap, tta=tta, batch_size=2, shift=list(shift or []),
+                          max_pass_pixels=max_pass_pixels),
     )
     root.mkdir(parents=True, exist_ok=True)
     plan.save(root / "plan.yaml")

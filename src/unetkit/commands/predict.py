@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
                         help="test-time augmentation: none (1 pass), flips (4 in 2D), d4 (8), d4+scales (24)")
     parser.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default from the plan)")
+    parser.add_argument("--max-pass-pixels", type=int, default=None, metavar="PIXELS",
+                        help="images of up to this many pixels (voxels) go through the network in one pass, larger "
+                             "ones in tiles of up to this size; 0 = tiles of the training patch (default: the plan's "
+                             "infer.max_pass_pixels, auto = 1024 x 1024 in 2D)")
     parser.add_argument("--min-size", type=int, default=None, help="remove components smaller than N pixels")
     parser.add_argument("--prob", action="store_true", help="also write <stem>_prob.tif (float32 per class; NIfTI inputs: a 4D "
                              "<stem>_prob.nii.gz, x, y, z, classes, with the input's affine)")
@@ -93,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--threads", args.threads), ("--io-threads", args.io_threads)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.max_pass_pixels is not None and args.max_pass_pixels < 0:
+        raise ValueError(f"--max-pass-pixels must be at least 0, got {args.max_pass_pixels}")
     ctx = ranks.context_from_env()
     threads = args.threads or (ranks.threads_per_process(ctx) if ctx.enabled else None)
     if threads:
@@ -139,7 +145,8 @@ def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[n
     from unetkit.infer.predictor import Predictor
 
     overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size,
-                                   "precision": args.precision}.items() if v is not None}
+                                   "precision": args.precision, "max_pass_pixels": args.max_pass_pixels}.items()
+                 if v is not None}
     runs = resolve_runs(args.run, args.ensemble)
     if args.onnx and len(runs) > 1:
         raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")

@@ -149,8 +149,9 @@ def predict_raster(
     """Predict a huge single-page 2D (Geo)TIFF window by window (see the module docstring).
 
     Args:
-        predictor: a 2D :class:`unetkit.infer.predictor.Predictor` (its plan's normalisation, tile size,
-            overlap, blend, batch size, TTA and threshold are used).
+        predictor: a 2D :class:`unetkit.infer.predictor.Predictor` (its plan's normalisation, tiles as
+            :func:`unetkit.infer.tiling.pass_tiles` chooses them for the whole raster, overlap, blend, batch size,
+            TTA and threshold are used).
         path: the input raster.
         mask_path: label raster to write (uint8, or uint16 for more than 256 classes), with the input's CRS
             and transform.
@@ -167,7 +168,7 @@ def predict_raster(
             unreadable raster.
     """
     from unetkit.data.geotiff import raster_shape, read_geotiff
-    from unetkit.infer.tiling import TileSettings, predict_raster_windows
+    from unetkit.infer.tiling import TileSettings, pass_tiles, predict_raster_windows
 
     path = Path(path)
     if predictor.spatial_dims != 2:
@@ -184,7 +185,9 @@ def predict_raster(
     _, source = read_geotiff(path, window=(0, 0, 1, 1))  # geometry only; the (0, 0) window has the full transform
     geometry = {"crs": source["crs"], "transform": source["transform"]}
     classes = int(predictor.plan.model.kwargs.get("classes", 2))
-    tile = tuple(int(t) for t in predictor.infer.tile_size)
+    # The tiles of an in-memory prediction of the same raster (infer.max_pass_pixels), so both give the same pixels.
+    tile, batch = pass_tiles((height, width), predictor.infer.tile_size,
+                             max_pass_pixels=predictor.infer.max_pass_pixels, batch_size=predictor.infer.batch_size)
     step = max(1, int(min(tile) * (1.0 - predictor.infer.overlap)))
     chunk_tiles = max(1, (window - max(tile)) // step)
 
@@ -201,7 +204,7 @@ def predict_raster(
                            classes=classes, threshold=predictor.infer.threshold, tta=predictor.with_uncertainty)
 
         settings = TileSettings(tile_size=tile, overlap=predictor.infer.overlap, blend=predictor.infer.blend,
-                                batch_size=predictor.infer.batch_size)
+                                batch_size=batch)
         windows = predict_raster_windows(
             predictor.tile_fn(), read_window, write_window, size=(height, width), settings=settings,
             chunk_tiles=chunk_tiles,
