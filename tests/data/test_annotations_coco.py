@@ -175,3 +175,25 @@ def test_rle_encoding_is_exact_on_real_masks(datasets: Path) -> None:
         decoded = mask_api.decode({"size": rle["size"], "counts": rle["counts"].encode()})
         np.testing.assert_array_equal(decoded.astype(bool), mask)
         assert rle_uncompressed(mask)[0] >= 0
+
+
+def test_roboflow_group_category_is_not_a_class(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "a.png")
+    coco = {"images": [{"id": 0, "file_name": "a.png", "height": 10, "width": 10}],
+            "annotations": [{"id": 0, "image_id": 0, "category_id": 2, "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]}],
+            "categories": [{"id": 0, "name": "defects", "supercategory": "none"},
+                           {"id": 1, "name": "crack", "supercategory": "defects"},
+                           {"id": 2, "name": "hole", "supercategory": "defects"}]}  # fmt: skip
+    path = tmp_path / "_annotations.coco.json"
+    path.write_text(json.dumps(coco))
+    assert config_for(path).classes == ["background", "crack", "hole"]
+
+
+def test_label_studio_json_min_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "min.json"
+    path.write_text(json.dumps([{"image": "/data/upload/1/a.png", "id": 1,
+                                 "tag": [{"format": "rle", "rle": [0], "brushlabels": ["x"]}]}]))  # fmt: skip
+    report = check_dataset(DataConfig(root=str(path)))
+    assert "export the project as JSON (not JSON-MIN)" in report.errors[0].message

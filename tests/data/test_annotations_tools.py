@@ -178,3 +178,22 @@ def test_label_studio_export_with_brush_and_polygons(datasets: Path, tmp_path: P
         truth = binary_mask(path)
         got = masks[next(k for k in masks if k.endswith(path.stem))] == 1
         assert (got & truth).sum() / (got | truth).sum() >= 0.99
+
+
+def test_cvat_video_export_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "annotations.xml"
+    path.write_text("<annotations><version>1.1</version><track id='0' label='car'></track></annotations>")
+    report = check_dataset(DataConfig(root=str(path)))
+    assert "export the task as 'CVAT for images 1.1'" in report.errors[0].message
+
+
+def test_label_studio_result_without_original_size_takes_the_image_size(datasets: Path, tmp_path: Path) -> None:
+    path = sorted((datasets / "kvasir_seg_polyps" / "masks").iterdir())[0]
+    mask = binary_mask(path)
+    value = {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": ["polyp"]}
+    tasks = [{"id": 1, "data": {"image": f"/data/upload/1/0a1b2c3d-{path.name}"},
+              "annotations": [{"id": 1, "result": [{"type": "brushlabels", "value": value}]}]}]  # fmt: skip
+    export = tmp_path / "old.json"
+    export.write_text(json.dumps(tasks))
+    (got,) = loaded(DataConfig(root=str(export), image_dir=str(datasets / "kvasir_seg_polyps" / "images"))).values()
+    np.testing.assert_array_equal(got == 1, mask)

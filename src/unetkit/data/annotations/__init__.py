@@ -27,7 +27,7 @@ from unetkit.data.annotations._model import (
     SourceFinding,
 )
 from unetkit.data.options import DataConfig
-from unetkit.untrusted import load_json_limited
+from unetkit.untrusted import UntrustedFileError, load_json_limited
 
 __all__ = [
     "AnnotatedImage", "AnnotationSource", "AnnotatedSamples", "Region", "SourceFinding", "annotated_samples",
@@ -99,13 +99,16 @@ def _open_cached(
 
 def _open_json(path: Path, image_dir: str) -> AnnotationSource | None:
     from unetkit.data.annotations.coco import is_coco, read_coco
-    from unetkit.data.annotations.labelstudio import is_labelstudio, read_labelstudio
+    from unetkit.data.annotations.labelstudio import is_labelstudio, is_labelstudio_min, read_labelstudio
 
     raw = load_json_limited(path, what="annotation file", max_bytes=MAX_ANNOTATION_BYTES)
     if is_coco(raw):
         return read_coco(path, image_dir=image_dir, raw=raw)
     if is_labelstudio(raw):
         return read_labelstudio(path, image_dir=image_dir, raw=raw)
+    if is_labelstudio_min(raw):
+        raise UntrustedFileError(f"{path}: a Label Studio JSON-MIN export lacks the image sizes and annotation "
+                                 "details; export the project as JSON (not JSON-MIN) and use that file")  # fmt: skip
     return None
 
 

@@ -56,7 +56,8 @@ def read_coco(path: Path, *, image_dir: str = "", raw: Any = None) -> Annotation
         raw = load_json_limited(path, what="COCO annotation file", max_bytes=MAX_ANNOTATION_BYTES)
     if not is_coco(raw):
         raise UntrustedFileError(f"{path}: not a COCO file (needs 'images' and 'annotations' lists)")
-    classes, labels = _categories(path, raw.get("categories"))
+    used = {a.get("category_id") for a in raw["annotations"] if isinstance(a, dict)}
+    classes, labels = _categories(path, raw.get("categories"), used=used)
     source = AnnotationSource(kind="coco", path=path, classes=classes, images=[])
     source.digest = hashlib.sha256(path.read_bytes() + image_dir.encode()).hexdigest()
     finder = ImageFinder(image_bases(path, image_dir))
@@ -76,9 +77,13 @@ def read_coco(path: Path, *, image_dir: str = "", raw: Any = None) -> Annotation
     return source
 
 
-def _categories(path: Path, raw: Any) -> tuple[list[str], dict[Any, int]]:
+def _categories(path: Path, raw: Any, *, used: set[Any]) -> tuple[list[str], dict[Any, int]]:
+    """Classes in category id order. A category that no annotation uses and that names other categories'
+    ``supercategory`` (Roboflow's exports put the project there, as id 0) is a group, not a class: dropped."""
     if not isinstance(raw, list) or not all(isinstance(c, dict) and "id" in c and "name" in c for c in raw):
         raise UntrustedFileError(f"{path}: 'categories' must be a list of {{'id', 'name'}} objects")
+    parents = {str(c.get("supercategory")) for c in raw if c.get("supercategory") not in (None, "", c.get("name"))}
+    raw = [c for c in raw if c["id"] in used or str(c["name"]) not in parents]
     ordered = sorted(raw, key=lambda c: (not isinstance(c["id"], int), str(c["id"]) if not isinstance(c["id"], int)
                                          else c["id"]))  # fmt: skip
     classes = ["background"]

@@ -133,6 +133,8 @@ def read_cvat_xml(path: Path, *, image_dir: str = "") -> AnnotationSource:
         raise UntrustedFileError(f"{path}: not valid XML ({err})") from None
     if root.tag != "annotations":
         raise UntrustedFileError(f"{path}: not a CVAT XML file (root element <{root.tag}>, expected <annotations>)")
+    if root.find("track") is not None and root.find("image") is None:
+        raise UntrustedFileError(f"{path}: a 'CVAT for video' export (tracks); export the task as 'CVAT for images 1.1'")
     names = [n.text.strip() for n in root.iterfind("meta//labels/label/name") if n.text]
     names += [s.get("label", "") for im in root.iter("image") for s in im if s.get("label")]
     classes = ["background", *dict.fromkeys(n for n in names if n and n.lower() != "background")]

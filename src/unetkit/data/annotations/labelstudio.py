@@ -43,6 +43,13 @@ def is_labelstudio(raw: Any) -> bool:
             for t in raw) and any("annotations" in t or "completions" in t for t in raw))  # fmt: skip
 
 
+def is_labelstudio_min(raw: Any) -> bool:
+    """Whether parsed JSON is Label Studio's JSON-MIN export (tasks flattened, results under their tag names)."""
+    return isinstance(raw, list) and bool(raw) and all(isinstance(t, dict) for t in raw) and any(
+        isinstance(v, list) and v and isinstance(v[0], dict) and any(k in v[0] for k in _KINDS)
+        for t in raw for v in t.values())  # fmt: skip
+
+
 def read_labelstudio(path: Path, *, image_dir: str = "", raw: Any = None) -> AnnotationSource:
     """Parse a Label Studio JSON export.
 
@@ -117,7 +124,10 @@ def _add_results(
             continue
         h, w = result.get("original_height"), result.get("original_width")
         if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
-            source.add(WARNING, "bad_annotation", f"{item}: no original_width/original_height; skipped", [item])
+            h, w = _file_size(image)  # older exports: no original size; the image file has it
+        if h is None or w is None:
+            source.add(WARNING, "bad_annotation", f"{item}: no original_width/original_height and no image "
+                       "file to read them from; skipped", [item])  # fmt: skip
             continue
         image.height, image.width = h, w
         if result.get("image_rotation"):
@@ -128,6 +138,15 @@ def _add_results(
             if region is not None:
                 check_rings(region.polygons or [], image=image, item=item, source=source)
                 image.regions.append(region)
+
+
+def _file_size(image: AnnotatedImage) -> tuple[int | None, int | None]:
+    from unetkit.data.annotations.cache import image_size
+
+    try:
+        return image_size(image) if image.image is not None else (None, None)
+    except (ValueError, OSError):
+        return None, None
 
 
 def _region(

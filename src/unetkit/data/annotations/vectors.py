@@ -66,6 +66,8 @@ def read_layer(path: Path, *, class_field: str = "") -> VectorLayer:
         raise UntrustedFileError(f"{path}: no attribute {class_field!r} (attributes: {', '.join(names) or 'none'})")
     values = list(fields[names.index(class_field)]) if class_field else [None] * len(wkb)
     geoms = [shapely.from_wkb(g) if g is not None else None for g in wkb]
+    # Points and lines have no area: they would burn one-pixel traces. Only polygons label pixels.
+    geoms = [g if g is not None and g.geom_type in ("Polygon", "MultiPolygon") else None for g in geoms]
     return VectorLayer(path=path, geometries=geoms, values=values, crs=str(meta["crs"]), digest=digest)
 
 
@@ -84,7 +86,7 @@ def read_vectors(root: Path, *, vector_labels: str = "", class_field: str = "") 
         shared = read_layer(given if given.is_absolute() or given.exists() else root / given, class_field=class_field)
     layers = {s: shared or _scene_layer(s, class_field) for s in scenes}
     found = [layer for layer in layers.values() if layer is not None]
-    values = sorted({str(v) for layer in found for v in layer.values if v is not None})
+    values = _sorted_values({str(v) for layer in found for v in layer.values if v is not None})
     classes = ["background", *(values if class_field else ["foreground"])]
     digest = hashlib.sha256(f"{class_field};{sorted({la.digest for la in found})}".encode())
     source = AnnotationSource(kind="vectors", path=Path(vector_labels) if vector_labels else root, classes=classes,
@@ -101,6 +103,14 @@ def read_vectors(root: Path, *, vector_labels: str = "", class_field: str = "") 
                    "(wrong CRS on the file, or labels of another area?)", [str(shared.path)])  # fmt: skip
     source.digest = digest.hexdigest()
     return source
+
+
+def _sorted_values(values: set[str]) -> list[str]:
+    """Class values in numeric order when they are all numbers (``2`` before ``10``), else as text."""
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
 
 
 def _scene_layer(scene: Path, class_field: str) -> VectorLayer | None:
