@@ -28,6 +28,7 @@ Files are paired by :func:`unetkit.data.matching.match_keys`; whatever stays unp
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +173,12 @@ def discover(config: DataConfig) -> DiscoveryResult:
 def _from_annotations(found: AnnotatedSamples, grouper) -> DiscoveryResult:  # type: ignore[no-untyped-def]
     samples = [Sample(key=key, image=image, mask=mask, group=grouper(key), folder=split_key(key)[0] or ".")
                for key, image, mask in found.pairs]  # fmt: skip
-    masks = {mask.parent for _, _, mask in found.pairs}
+    def common(paths: list[Path]) -> Path | None:
+        return Path(os.path.commonpath([p.parent for p in paths])) if paths else None
+
     return DiscoveryResult(
         samples=sorted(samples, key=lambda s: s.key), layout=found.source.kind, annotations=found,
-        mask_root=min(masks, key=lambda p: len(p.parts)) if masks else None,
+        image_root=common([image for _, image, _ in found.pairs]), mask_root=common([m for _, _, m in found.pairs]),
     )
 
 

@@ -172,9 +172,10 @@ def annotated_samples(source: AnnotationSource, *, cache_root: Path | None = Non
 
 def summarise(source: AnnotationSource) -> dict[str, Any]:
     """Counts for ``unetkit check``: classes, images, annotations per image and per class, images without any."""
-    per_image = [len(im.regions) for im in source.images if im.painter is None]
+    # Images not found are reported as missing, not as unannotated.
+    per_image = [len(im.regions) for im in source.images if im.painter is None and im.image is not None]
     per_class: Counter[str] = Counter(source.classes[r.label] for im in source.images for r in im.regions)
-    unannotated = [im.name for im in source.images if im.painter is None and not im.regions]
+    unannotated = [im.name for im in source.images if im.painter is None and im.image is not None and not im.regions]
     out: dict[str, Any] = {
         "format": source.kind,
         "file": str(source.path),
