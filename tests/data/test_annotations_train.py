@@ -68,3 +68,35 @@ def test_train_on_a_utm_scene_with_wgs84_labels_and_polygons_land_on_its_pixels(
     labelled = predicted > 0
     if labelled.any():
         assert ((burnt > 0) & labelled).sum() / ((burnt > 0) | labelled).sum() == 1.0
+
+
+@pytest.mark.parametrize("kind", ["cvat_masks", "cvat_xml", "labelstudio"])
+def test_train_from_cvat_and_label_studio_exports(datasets: Path, tmp_path: Path, kind: str) -> None:
+    from test_annotations_tools import write_cvat_masks
+
+    from unetkit.data.annotations.brush_rle import mask_to_rle
+    from unetkit.data.annotations.writers import ShapeOptions, cvat_document, cvat_image
+
+    images = datasets / "magnetic_tile_defects" / "images"
+    export = tmp_path / "export"
+    cases = write_cvat_masks(datasets, export)  # real Blowhole / Crack masks
+    classes = ["background", "Blowhole", "Crack"]
+    if kind == "cvat_xml":
+        elements = [cvat_image(mask, image_id=i, name=name, classes=classes, options=ShapeOptions())
+                    for i, (name, _, mask) in enumerate(cases)]  # fmt: skip
+        export = tmp_path / "annotations.xml"
+        export.write_text(cvat_document(elements, classes=classes))
+    elif kind == "labelstudio":
+        tasks = []
+        for i, (name, _, mask) in enumerate(cases):
+            h, w = mask.shape
+            result = [{"type": "brushlabels", "original_width": w, "original_height": h, "value": {
+                "format": "rle", "rle": mask_to_rle(mask == label), "brushlabels": [classes[label]]}}
+                for label in np.unique(mask[mask > 0])]  # fmt: skip
+            tasks.append({"id": i, "data": {"image": f"/data/upload/1/{i:08x}-{Path(name).name}"},
+                          "annotations": [{"id": i, "result": result}]})  # fmt: skip
+        export = tmp_path / "project.json"
+        export.write_text(json.dumps(tasks))
+    run = tmp_path / "run"
+    assert main(["train", str(export), "--image-dir", str(images), "--out", str(run), *TINY]) == 0
+    assert Plan.load(run / "plan.yaml").data.classes == classes
