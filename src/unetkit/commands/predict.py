@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         # Every process plans every input (same outputs, same refusals), then predicts its own share.
         jobs = ranks.shard(plan_jobs(files, out, prob=args.prob or outputs.needs_probabilities, uncertainty=args.uncertainty,
                                      overlay=not args.no_overlay), ctx)
+        planned = jobs  # annotation files cover the inputs skipped below too (their masks exist)
         if args.skip_existing:
             jobs, skipped = skip_complete(jobs)
             for job in skipped:
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             outcomes = predict_files(predictor, jobs, windowed=windowed, options=options)
         failures = _print_outcomes(outcomes)
         if not ctx.enabled and outputs.extra:
-            _write_annotations(jobs, out, predictor, outputs)
+            _write_annotations(planned, out, predictor, outputs)
         if not ctx.enabled:
             print(f"{len(jobs) - failures} of {len(jobs)} input(s) predicted into {out}")
             return 1 if failures else 0
