@@ -101,7 +101,7 @@ def _open_json(path: Path, image_dir: str) -> AnnotationSource | None:
     from unetkit.data.annotations.coco import is_coco, read_coco
     from unetkit.data.annotations.labelstudio import is_labelstudio, is_labelstudio_min, read_labelstudio
 
-    raw = load_json_limited(path, what="annotation file", max_bytes=MAX_ANNOTATION_BYTES)
+    raw = load_json_limited(path, what="JSON dataset file", max_bytes=MAX_ANNOTATION_BYTES)
     if is_coco(raw):
         return read_coco(path, image_dir=image_dir, raw=raw)
     if is_labelstudio(raw):
