@@ -639,6 +639,72 @@ def _truncate(ws: Workspace, rel: str) -> None:
     path.write_bytes(path.read_bytes()[:200])
 
 
+
+# -- annotation exports (COCO, CVAT, Label Studio, GIS vectors), made from real ISBI pixels --------------------
+def _coco(categories: object, annotations: list[dict]):  # type: ignore[no-untyped-def]
+    def build(ws: Workspace) -> None:
+        import json
+
+        isbi_pairs(ws)
+        images = [{"id": i, "file_name": f"images/{i}.png", "height": 96, "width": 96} for i in range(3)]
+        ws.p("data/coco.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                      "categories": categories}))  # fmt: skip
+
+    return build
+
+
+def _cvat_missing_colour(ws: Workspace) -> None:
+    isbi_pairs(ws)
+    ws.p("cvat/labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\nmembrane:250,50,83::\n")
+    mask = np.zeros((96, 96, 3), np.uint8)
+    mask[:8, :8] = (1, 2, 3)
+    save_png(ws.p("cvat/SegmentationClass/0.png"), mask)
+
+
+def _vector_without_crs(ws: Workspace) -> None:
+    import warnings
+
+    import pyogrio.raw
+    import rasterio
+    import shapely
+    from affine import Affine
+
+    with rasterio.open(ws.p("scenes/a.tif"), "w", driver="GTiff", width=96, height=96, count=1, dtype="uint8",
+                       crs="EPSG:32640", transform=Affine(0.5, 0, 300000.0, 0, -0.5, 2790000.0)) as ds:  # fmt: skip
+        ds.write(isbi_image()[None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pyogrio.raw.write(ws.p("scenes/a.shp"), np.array([shapely.to_wkb(shapely.box(300001, 2789970, 300020, 2789990))],
+                          dtype=object), field_data=[], fields=[], crs=None, driver="ESRI Shapefile",
+                          geometry_type="Polygon")  # fmt: skip
+
+
+def _zip_slip(ws: Workspace) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(ws.p("export.zip"), "w") as z:
+        z.writestr("labelmap.txt", "background:0,0,0::\n")
+        z.writestr("../escaped.txt", "x")
+
+
+CASES += [
+    Case("coco-unknown-category", "check", "COCO annotation with a category id not in 'categories'",
+         _coco([{"id": 1, "name": "membrane"}], [{"id": 5, "image_id": 0, "category_id": 9,
+                                                  "segmentation": [[0, 0, 9, 0, 9, 9]]}]),  # fmt: skip
+         1, ("unknown_category", "coco.json", "category id(s) not in 'categories': 9"), args=("check", f"{R}/data/coco.json")),
+    Case("coco-bad-categories", "train", "COCO file whose 'categories' is not a list", _coco(5, []), 1,
+         ("coco.json", "'categories' must be a list"), args=("train", f"{R}/data/coco.json", "--out", f"{R}/run")),
+    Case("cvat-colour-not-in-labelmap", "check", "CVAT mask colour missing from labelmap.txt", _cvat_missing_colour, 1,
+         ("unknown_colours", "0.png", "#010203"), args=("check", f"{R}/cvat", "--image-dir", f"{R}/data/images")),
+    Case("vector-labels-without-crs", "check", "shapefile labels without a .prj (no CRS)", _vector_without_crs, 1,
+         ("a.shp", "has no CRS"), args=("check", f"{R}/scenes")),
+    Case("cvat-xml-entities", "check", "XML with an entity declaration (billion laughs)",
+         _write("data/annotations.xml", b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xx">]><annotations>&x;</annotations>'),
+         1, ("annotations.xml", "DOCTYPE/ENTITY"), args=("check", f"{R}/data/annotations.xml")),
+    Case("zip-export-escaping", "check", "export zip with a member outside its folder (../)", _zip_slip, 1,
+         ("export.zip", "unsafe member name"), args=("check", f"{R}/export.zip")),
+]
+
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
 
 __all__ = ["CASES", "bomb_png", "hostile_pickle", "hostile_torch_file"]

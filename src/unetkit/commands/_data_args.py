@@ -27,18 +27,23 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: binary when --mask-threshold or a 0/1 --value-map is given, else multiclass",
     )
+    g.add_argument("--vector-labels", default="", metavar="FILE",
+                   help="one vector file (GeoJSON, GeoPackage, Shapefile) labelling every GeoTIFF scene of DATA")
+    g.add_argument("--class-field", default="", metavar="ATTR",
+                   help="the vector attribute holding each feature's class (default: one foreground class)")
     g.add_argument("--group-by", default="none", help="none | folder | a regex whose first group is the key")
 
 
 def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     """Build a :class:`DataConfig` from the parsed options (values validated, errors name the option)."""
     # Imported here: building the parser (``unetkit --help``) must not pay for numpy.
+    from unetkit.data.annotations import with_source_classes
     from unetkit.data.masks import parse_colour, parse_colour_table
     from unetkit.data.options import DataConfig
 
     colour_table = parse_colour_table(args.colour_table) if args.colour_table else None
     task = args.task or ("binary" if (args.mask_threshold is not None or _binary_map(args.value_map)) else "multiclass")
-    return DataConfig(
+    config = DataConfig(
         root=str(args.data),
         image_dir=args.image_dir,
         mask_dir=args.mask_dir,
@@ -52,7 +57,11 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
         task=task,
         background=not args.no_background and not (colour_table and not args.classes),
         group_by=args.group_by,
+        vector_labels=getattr(args, "vector_labels", ""),
+        class_field=getattr(args, "class_field", ""),
     )
+    # An annotation export (COCO, CVAT, Label Studio, vectors) names its classes: they go into the plan.
+    return with_source_classes(config)
 
 
 def _binary_map(text: str | None) -> bool:

@@ -103,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _data_config(trained: DataConfig, args: argparse.Namespace) -> DataConfig:
     """The run's data options with this dataset's location (and folders, if given)."""
+    from unetkit.data.annotations import with_source_classes
+
     fields = {**trained.__dict__, "root": str(args.data), "image_dir": args.image_dir, "mask_dir": args.mask_dir,
-              "roi_dir": args.roi_dir}
-    return DataConfig(**fields)
+              "roi_dir": args.roi_dir, "vector_labels": args.vector_labels or trained.vector_labels,
+              "class_field": args.class_field or trained.class_field}
+    # An annotation export must name the run's classes in the run's order (else the scores compare wrong classes).
+    return with_source_classes(DataConfig(**fields))

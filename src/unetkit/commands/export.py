@@ -37,11 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-max-drop", type=float, default=0.01, metavar="D",
                         help="largest accepted drop of validation Dice (mIoU for multi-class) from fp32 to int8 "
                              "(default 0.01)")
+    parser.add_argument("--resolution-cm", type=float, default=None, metavar="CM",
+                        help="ground resolution of the imagery in cm per pixel, recorded for QGIS Deepness "
+                             "(default: the GeoTIFF pixel size of the run's first training image, when it has one)")
     parser.add_argument("--calibration-patches", type=int, default=32, metavar="N",
                         help="training tiles that calibrate the int8 activation ranges (default 32)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from unetkit._io import write_json_atomic
     from unetkit.infer.backend import GRAPH_NAME
     from unetkit.infer.onnx_backend import export_run_graph
     from unetkit.models.base import load_model
@@ -57,10 +61,36 @@ def run(args: argparse.Namespace) -> int:
     print(f"exporting {weights} to {out} and checking it in ONNX Runtime ...", flush=True)
     exported, report = export_run_graph(model, plan, weights=weights, out=out, checkpoint=args.checkpoint,
                                         atol=args.atol)
+    _add_deepness_metadata(out, plan, args)
+    report["file_size_bytes"] = out.stat().st_size
+    write_json_atomic(out.with_name(out.name + ".json"), report)
     diffs = ", ".join(f"{k}: {v:.2g}" for k, v in exported["max_abs_diff"].items())
     print(f"wrote {out} ({exported['file_size_bytes'] / 2**20:.1f} MiB) and {out.name}.json; "
           f"max |ONNX Runtime - PyTorch| on probabilities: {diffs}", flush=True)
     return _export_int8(args, run_dir=run_dir, out=out, fp32_report=report) if args.int8 else 0
+
+
+def _add_deepness_metadata(path: Path, plan, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    """QGIS Deepness' keys (model type, class names, tile size, overlap, ...) in the ONNX file's metadata."""
+    from unetkit.onnx_metadata import deepness_metadata, write_metadata
+
+    typed = plan.model.typed()
+    classes = typed.classes if typed is not None else len(plan.data.classes) or 2
+    resolution = args.resolution_cm if args.resolution_cm is not None else _pixel_size_cm(plan)
+    write_metadata(path, deepness_metadata(plan, classes=classes, resolution_cm=resolution))
+
+
+def _pixel_size_cm(plan) -> float | None:  # type: ignore[no-untyped-def]
+    """The pixel size in cm of the run's first training image, if it is a GeoTIFF in a metric CRS."""
+    from unetkit.data.discovery import discover
+    from unetkit.data.geotiff import pixel_size_cm
+
+    try:
+        samples = discover(plan.data).samples
+    except (ValueError, OSError, ImportError):
+        return None
+    first = samples[0].image_paths[0] if samples else None
+    return pixel_size_cm(first) if first is not None and first.suffix.lower() in (".tif", ".tiff") else None
 
 
 def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_report: dict[str, Any]) -> int:
@@ -68,6 +98,7 @@ def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_rep
     from unetkit._io import write_json_atomic
     from unetkit.precision import cpu_flags
     from unetkit.quantize import QuantizationRefused, int8_report, quantize_run
+    from unetkit.run_layout import load_run_plan
 
     int8_out = out.with_name(out.stem + ".int8.onnx")
     print(f"quantising to int8 with {args.calibration_patches} calibration tiles and comparing on the "
@@ -78,6 +109,7 @@ def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_rep
     except QuantizationRefused as refused:
         print(f"unetkit export: {refused}", file=sys.stderr, flush=True)
         return 1
+    _add_deepness_metadata(int8_out, load_run_plan(run_dir), args)
     report_path = int8_out.with_name(int8_out.name + ".json")
     write_json_atomic(report_path, int8_report(fp32_report, result, cpu=cpu_flags()))
     speed = result["images_per_s"]

@@ -77,6 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-existing", action="store_true",
                         help="skip inputs whose every output file already exists (outputs are renamed into place "
                              "only when complete, so a killed run is finished by running it again with this flag)")
+    parser.add_argument("--format", default="png", metavar="F[,F...]",
+                        help="also write the predictions as annotations: png (the masks, always written), coco, cvat, "
+                             "labelstudio, geojson, gpkg; several at once, e.g. png,coco,geojson (scored formats also "
+                             "write <stem>_prob.tif)")
+    parser.add_argument("--simplify", type=float, default=0.0, metavar="PX",
+                        help="polygon simplification tolerance in pixels (0: exact pixel outlines)")
+    parser.add_argument("--min-area", type=float, default=0.0, metavar="PX",
+                        help="leave regions smaller than this many pixels out of the annotation formats")
+    parser.add_argument("--coco-rle", action="store_true", help="COCO output as RLE for every region (else polygons)")
+    parser.add_argument("--model-version", default=None,
+                        help="Label Studio predictions' model_version (default: the run folder's name)")
     parser.add_argument("--batch-images", action="store_true",
                         help="send consecutive same-shape images that each fit in one tile through the network "
                              "together (up to infer.batch_size); probabilities may differ from one at a time in "
@@ -99,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     if args.max_pass_pixels is not None and args.max_pass_pixels < 0:
         raise ValueError(f"--max-pass-pixels must be at least 0, got {args.max_pass_pixels}")
+    outputs = _annotation_outputs(args)
     ctx = ranks.context_from_env()
+    if ctx.enabled and outputs.extra:
+        raise ValueError("--format other than png is not available under torchrun; predict in one process")
     threads = args.threads or (ranks.threads_per_process(ctx) if ctx.enabled else None)
     if threads:
         import torch
@@ -111,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         files = expand_inputs(args.inputs)
         # Every process plans every input (same outputs, same refusals), then predicts its own share.
-        jobs = ranks.shard(plan_jobs(files, out, prob=args.prob, uncertainty=args.uncertainty,
+        jobs = ranks.shard(plan_jobs(files, out, prob=args.prob or outputs.needs_probabilities, uncertainty=args.uncertainty,
                                      overlay=not args.no_overlay), ctx)
+        planned = jobs  # annotation files cover the inputs skipped below too (their masks exist)
         if args.skip_existing:
             jobs, skipped = skip_complete(jobs)
             for job in skipped:
@@ -125,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
                                       compute_threads=threads)
             outcomes = predict_files(predictor, jobs, windowed=windowed, options=options)
         failures = _print_outcomes(outcomes)
+        if not ctx.enabled and outputs.extra:
+            _write_annotations(planned, out, predictor, outputs)
         if not ctx.enabled:
             print(f"{len(jobs) - failures} of {len(jobs)} input(s) predicted into {out}")
             return 1 if failures else 0
@@ -138,6 +155,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"{done} of {total} input(s) predicted into {out} by {ctx.world_size} processes", flush=True)
         ranks.barrier()
     return 1 if done < total else 0
+
+
+def _annotation_outputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from unetkit.infer.annotation_outputs import AnnotationOutputs, parse_formats
+
+    for flag, value in (("--simplify", args.simplify), ("--min-area", args.min_area)):
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
+    return AnnotationOutputs(formats=parse_formats(args.format), simplify=args.simplify, min_area=args.min_area,
+                             rle=args.coco_rle, model_version=args.model_version or Path(args.run).resolve().name)
+
+
+def _write_annotations(jobs, out: Path, predictor, outputs) -> None:  # type: ignore[no-untyped-def]
+    from unetkit.infer.annotation_outputs import write_annotation_outputs
+    from unetkit.infer.scoring import class_names
+
+    plan = predictor.plan
+    typed = plan.model.typed()
+    classes = list(plan.data.classes) or class_names(plan, typed.classes if typed is not None else 2)
+    done = [(job.path, job.targets["mask"], job.targets.get("prob")) for job in jobs
+            if job.targets is not None and job.targets["mask"].is_file()]  # fmt: skip
+    for path in write_annotation_outputs(done, out=out, classes=classes, options=outputs):
+        print(f"annotations -> {path}", flush=True)
 
 
 def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from unetkit.data._raw import read_mask_array
+from unetkit.data.annotations import with_source_classes
 from unetkit.data.dataset import LoadedSample, assemble_sample, mask_spatial_shape, read_sample_image
 from unetkit.data.discovery import DiscoveryResult, Sample, discover
 from unetkit.data.fingerprint import FingerprintAccumulator
@@ -127,6 +128,7 @@ def check_dataset(config: DataConfig, *, max_samples: int | None = None, keep: b
     """
     report = CheckReport(root=str(config.root))
     try:
+        config = with_source_classes(config)
         found = discover(config)
     except (ValueError, FileNotFoundError) as err:
         report.add(ERROR, "discovery", str(err))
@@ -140,7 +142,8 @@ def check_dataset(config: DataConfig, *, max_samples: int | None = None, keep: b
         if keep and loaded is not None:
             report.samples.append(loaded)
     _report_problems(scan, config, report)
-    _report_encoding(scan, config, report, labelled=found.has_masks)
+    # An export's masks are class indices by construction (classes named by the export): nothing to guess.
+    _report_encoding(scan, config, report, labelled=found.has_masks and found.annotations is None)
     _report_images(acc, report)
     report.summary.update(_describe(found, scan, len(samples)))
     if acc.shapes:
@@ -182,6 +185,11 @@ def _report_discovery(found: DiscoveryResult, report: CheckReport) -> None:
             "file(s) named in the list do not exist; their rows are skipped",
         ),
     ]
+    if found.annotations is not None:
+        report.summary["annotations"] = found.annotations.summary
+        for f in found.annotations.findings:
+            report.add(f.severity, f.code, f.message, f.items)
+        _report_unannotated(found.annotations.summary, report)
     jpeg = [p for s in found.samples for p in s.mask_paths if p.suffix.lower() in (".jpg", ".jpeg")]
     if jpeg:
         report.add(WARNING, "jpeg_masks", f"{len(jpeg)} mask(s) are JPEG ({_names(jpeg)}): JPEG blurs label "
@@ -190,6 +198,14 @@ def _report_discovery(found: DiscoveryResult, report: CheckReport) -> None:
         if files:
             hint = " Fix the file names (pairs need the same relative folder and stem) or move them out."
             report.add(WARNING, code, f"{len(files)} {text}: {_names(files)}.{hint}", files)
+
+
+def _report_unannotated(summary: dict[str, Any], report: CheckReport) -> None:
+    count = summary.get("images_without_annotations", 0)
+    if count:
+        first = ", ".join(summary["images_without_annotations_first"])
+        report.add(WARNING, "no_annotations", f"{count} image(s) of {summary['images']} have no annotation and are "
+                   f"used as background only (first: {first}); remove them from the export if they are unlabelled")  # fmt: skip
 
 
 def _scan_sample(
@@ -404,6 +420,16 @@ def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def _annotation_line(a: dict[str, Any]) -> str:
+    text = f"  {a['format']} export {a['file']}: classes {', '.join(a['classes'])}; images {a['images_found']} of {a['images']} found"
+    if "annotations" in a:
+        per = a["annotations_per_image"]
+        per_class = ", ".join(f"{k} {v}" for k, v in a["annotations_per_class"].items())
+        text += (f"; {a['annotations']} annotation(s) ({per_class}); per image {per['min']}..{per['max']} "
+                 f"(median {per['median']}); {a['images_without_annotations']} image(s) without any")
+    return text
+
+
 def _summary_lines(report: CheckReport) -> list[str]:
     s = report.summary
     lines = [f"dataset: {report.root}"]
@@ -429,6 +455,8 @@ def _summary_lines(report: CheckReport) -> list[str]:
     if s.get("mask_encoding"):
         enc = s["mask_encoding"]
         lines.append(f"  mask encoding: {enc['configured']} ({enc['description']})")
+    if s.get("annotations"):
+        lines.append(_annotation_line(s["annotations"]))
     if fp and fp.get("class_frequencies"):
         shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in fp["class_frequencies"].items())
         lines.append(f"  classes (share of labelled pixels): {shares}")

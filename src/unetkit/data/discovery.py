@@ -11,7 +11,11 @@ Layouts, tried in this order:
 * paired folders: one of ``images/ image/ imgs/ img/ inputs/ input/`` with one of ``masks/ mask/ labels/
   label/ gt/ annotations/ ...`` (sub-folders allowed: files are paired by relative folder + stem, the
   extensions may differ);
-* images directly in ``root`` (``flat``), with a ``masks/``-like sub-folder or without masks (prediction).
+* images directly in ``root`` (``flat``), with a ``masks/``-like sub-folder or without masks (prediction);
+* an annotation export (tried first): COCO JSON, CVAT segmentation masks / XML, Label Studio JSON, GeoTIFF
+  scenes with vector labels (:mod:`unetkit.data.annotations`); its annotations are rasterised into cached
+  class-index masks and the layout is the export's kind (``coco``, ``cvat_masks``, ``cvat_xml``,
+  ``labelstudio``, ``vectors``).
 
 Multi-label masks (``DataConfig.task == "multilabel"``) are one binary file per class in
 ``<mask_dir>/<class_name>/<same relative path and stem as the image>``; ``Sample.mask`` is then a list in
@@ -24,11 +28,13 @@ Files are paired by :func:`unetkit.data.matching.match_keys`; whatever stays unp
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from unetkit.data._raw import IMAGE_SUFFIXES, is_data_file, split_name
+from unetkit.data.annotations import AnnotatedSamples, annotated_samples, open_source
 from unetkit.data.discovery_lists import read_sample_list
 from unetkit.data.matching import match_keys, split_key
 from unetkit.data.options import DataConfig
@@ -88,6 +94,7 @@ class DiscoveryResult:
         layout: ``list`` | ``explicit`` | ``nnunet`` | ``folders`` | ``flat`` (images directly in ``root``).
         image_root / mask_root / roi_root: the folders used (``None`` when absent).
         dataset_json: the nnU-Net ``dataset.json`` contents when present.
+        annotations: for an annotation export, what it held and the problems found in it (``None`` otherwise).
     """
 
     samples: list[Sample]
@@ -101,6 +108,7 @@ class DiscoveryResult:
     mask_root: Path | None = None
     roi_root: Path | None = None
     dataset_json: dict | None = None
+    annotations: AnnotatedSamples | None = None
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.samples)
@@ -129,6 +137,9 @@ def discover(config: DataConfig) -> DiscoveryResult:
     if not root.exists():
         raise FileNotFoundError(f"dataset not found: {root}")
     grouper = make_grouper(config.group_by)
+    source = open_source(config)
+    if source is not None:
+        return _from_annotations(annotated_samples(source), grouper)
     if root.is_file():
         rows, missing = read_sample_list(root)
         samples = [Sample(key=r.key, image=r.image, mask=r.mask, roi=r.roi, folder=r.folder,
@@ -157,6 +168,18 @@ def discover(config: DataConfig) -> DiscoveryResult:
         result.samples.append(Sample(key=key, image=paths if len(paths) > 1 else paths[0], mask=masks.get(key),
                                      roi=rois.get(key), group=grouper(key), folder=folder))  # fmt: skip
     return result
+
+
+def _from_annotations(found: AnnotatedSamples, grouper) -> DiscoveryResult:  # type: ignore[no-untyped-def]
+    samples = [Sample(key=key, image=image, mask=mask, group=grouper(key), folder=split_key(key)[0] or ".")
+               for key, image, mask in found.pairs]  # fmt: skip
+    def common(paths: list[Path]) -> Path | None:
+        return Path(os.path.commonpath([p.parent for p in paths])) if paths else None
+
+    return DiscoveryResult(
+        samples=sorted(samples, key=lambda s: s.key), layout=found.source.kind, annotations=found,
+        image_root=common([image for _, image, _ in found.pairs]), mask_root=common([m for _, _, m in found.pairs]),
+    )
 
 
 def make_grouper(group_by: str):  # type: ignore[no-untyped-def]

@@ -75,6 +75,33 @@ def raster_shape(path: str | Path) -> tuple[int, int, int]:
         raise unreadable(path, err) from err
 
 
+def scene_grid(path: str | Path) -> dict[str, Any]:
+    """A raster's grid from its header: ``crs`` (rasterio CRS or None), ``transform``, ``height``, ``width`` and
+    ``bounds`` (left, bottom, right, top in the CRS).
+
+    Raises:
+        ValueError: not a raster GDAL can open.
+    """
+    try:
+        with _open(path) as ds:
+            return {"crs": ds.crs, "transform": ds.transform, "height": int(ds.height), "width": int(ds.width),
+                    "bounds": tuple(ds.bounds)}  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - rasterio/GDAL errors all mean "cannot open"
+        raise unreadable(Path(path), err) from err
+
+
+def pixel_size_cm(path: str | Path) -> float | None:
+    """The ground size of a pixel in centimetres (along x), for a raster in a projected CRS in metres; else None."""
+    try:
+        grid = scene_grid(path)
+    except (ValueError, ImportError):
+        return None
+    crs = grid["crs"]
+    if crs is None or not crs.is_projected or str(crs.linear_units).lower() not in ("metre", "meter"):
+        return None
+    return float(abs(grid["transform"].a) * 100.0)
+
+
 def shift_transform(transform: tuple[float, ...], *, row: int, col: int) -> tuple[float, ...]:
     """The transform of a window whose top-left pixel is ``(row, col)`` of a raster with ``transform``.
 

@@ -36,6 +36,9 @@ class DataConfig:
             resampling (2D images, volumes without spacing, plans written before it existed).
             See ``unetkit.data.resample``.
         spacing_reason: why the planner chose ``target_spacing``, in words (informational).
+        vector_labels: one vector file (GeoJSON, GeoPackage, Shapefile) labelling every GeoTIFF scene under
+            ``root`` (see ``unetkit.data.annotations.vectors``); empty: per-scene files with the scene's stem.
+        class_field: the vector attribute holding each feature's class; empty: one foreground class.
     """
 
     root: str = ""
@@ -58,6 +61,8 @@ class DataConfig:
     background: bool = True
     target_spacing: list[float] | None = None
     spacing_reason: str = ""
+    vector_labels: str = ""
+    class_field: str = ""
 
 
 # What the planner fills in: it changes how a sample is normalised and resampled, not how its files are read.
