@@ -33,22 +33,6 @@ def isbi_csv(datasets: Path):  # type: ignore[no-untyped-def]
     return write
 
 
-# Real /proc/cpuinfo flag lines (abridged to the tracked flags plus neighbours) of each kind met so far.
-CPU_KINDS = {
-    "x86-amx": ("x86_64", "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 "
-                          "amx_tile amx_int8 avx_vnni"),
-    "x86-avx512-bf16": ("x86_64", "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"),
-    "x86-avx512": ("x86_64", "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512cd avx512_vnni"),
-    "x86-avx2": ("x86_64", "flags\t\t: fpu sse4_2 avx avx2 fma"),
-    "aarch64-bf16": ("aarch64", "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp "
-                                "cpuid asimdrdm lrcpc dcpop asimddp sve i8mm bf16"),
-    "aarch64": ("aarch64", "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"),
-}
-NATIVE_BF16_KINDS = {"x86-amx", "x86-avx512-bf16", "aarch64-bf16"}
-
-
-
-
 @pytest.fixture
 def simulate_cpu(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """``simulate_cpu(kind)``: make unetkit believe it runs on a CPU of that kind (``CPU_KINDS``: flags and machine
@@ -56,6 +40,8 @@ def simulate_cpu(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-de
     import unetkit.precision as precision
 
     def simulate(kind: str) -> None:
+        from _cpu_kinds import CPU_KINDS
+
         machine, line = CPU_KINDS[kind]
         flags = precision.parse_cpu_flags(f"processor\t: 0\n{line}\n")
         monkeypatch.setattr(precision, "cpu_flags", lambda: flags)

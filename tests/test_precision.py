@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import CPU_KINDS
-from conftest import NATIVE_BF16_KINDS as NATIVE
+from _cpu_kinds import CPU_KINDS
+from _cpu_kinds import NATIVE_BF16_KINDS as NATIVE
 from unetkit.precision import CPU_FLAGS, choose_precision, cpu_kind, parse_cpu_flags
 
 

@@ -11,7 +11,7 @@ import torch
 from _run_factory import make_run
 
 import unetkit.infer.backend as backend
-from conftest import CPU_KINDS, NATIVE_BF16_KINDS
+from _cpu_kinds import CPU_KINDS, NATIVE_BF16_KINDS
 from unetkit.infer.backend import GRAPH_NAME, INT8_NAME, choose_backend, graph_matches
 from unetkit.infer.predictor import Predictor
 from unetkit.infer.tiling import pass_tiles
