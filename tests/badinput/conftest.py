@@ -16,4 +16,12 @@ sys.path.insert(0, str(HERE.parent / "infer"))  # the run factory of the inferen
 def template_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from _run_factory import make_run
 
-    return make_run(tmp_path_factory.mktemp("badinput") / "run", tile=64, overlap=0.25)
+    from unetkit.infer.backend import onnxruntime_installed
+    from unetkit.infer.predictor import Predictor
+
+    run = make_run(tmp_path_factory.mktemp("badinput") / "run", tile=64, overlap=0.25)
+    if onnxruntime_installed():
+        # The graph `--backend auto` caches beside the weights on CPUs where ONNX Runtime is the faster backend:
+        # made here once, so that no case sees it appear as a new file.
+        Predictor.from_run(run, backend="onnx")
+    return run
