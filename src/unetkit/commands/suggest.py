@@ -14,8 +14,13 @@ from unetkit.commands._argtypes import fraction, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run directory written by `unetkit train`")
-    parser.add_argument("inputs", nargs="+", help="unlabelled image files, folders or globs")
+    parser.add_argument("run", nargs="?", default=None, help="run directory written by `unetkit train`")
+    parser.add_argument("inputs", nargs="*", help="unlabelled image files, folders or globs")
+    parser.add_argument("--cold-start", nargs="+", default=None, metavar="UNLABELLED",
+                        help="no run yet: pick typical and diverse images of these files, folders or globs from the "
+                             "pretrained encoder's features (k-means into --n clusters, the most typical image of "
+                             "each; see unetkit.infer.coldstart)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --cold-start's k-means")
     parser.add_argument("--n", type=positive_int, default=20, help="how many images to suggest")
     parser.add_argument("--out", required=True, help="output folder (suggestions.csv, contact_sheet.png)")
     parser.add_argument("--tta", default="flips", choices=("flips", "d4", "d4+scales"),
@@ -34,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from unetkit.infer.suggest import SuggestOptions, suggest
 
+    if args.cold_start:
+        return _cold_start(args)
+    if not args.run or not args.inputs:
+        raise ValueError("suggest needs a run and unlabelled images (suggest RUN IMAGES... --n N --out DIR), or "
+                         "--cold-start IMAGES... without a run")
+
     options = SuggestOptions(n=args.n, tta=args.tta, fg_weight=args.fg_weight, top_fraction=args.top_fraction,
                              diversity=not args.no_diversity, checkpoint=args.checkpoint, device=args.device)
     result = suggest(args.run, args.inputs, options, out=args.out)
@@ -45,3 +56,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{pick.rank:>4}  {pick.image.score:.4f}  {pick.image.path}")
     print(f"wrote {', '.join(str(p) for p in result.written)}")
     return 0
+
+
+def _cold_start(args: argparse.Namespace) -> int:
+    from unetkit.infer.coldstart import cold_start
+    from unetkit.precision import resolve_device
+
+    if args.run or args.inputs:
+        raise ValueError("--cold-start needs no run: give the images after --cold-start only")
+    result = cold_start(args.cold_start, n=args.n, out=args.out, seed=args.seed, device=resolve_device(args.device))
+    if result.note:
+        print(f"note: {result.note}")
+    print(f"cold start: {result.candidates} image(s), features of {result.encoder}; the most typical image of each "
+          f"of {len(result.picks)} k-means clusters, largest cluster first")
+    for pick in result.picks:
+        print(f"{pick.rank:>4}  typicality {pick.image.score:.4f}  cluster of {int(pick.value)}  {pick.image.path}")
+    print(f"wrote {', '.join(str(p) for p in result.written)}")
+    return 0
+

@@ -79,7 +79,7 @@ class ImageScore:
     foreground_fraction: float
     tta_variance: float
     features: np.ndarray = field(repr=False)
-    thumbs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # image (RGB), uncertainty
+    thumbs: tuple[np.ndarray, np.ndarray | None] | None = field(default=None, repr=False)  # image (RGB), uncertainty
 
 
 @dataclass
