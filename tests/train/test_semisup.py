@@ -223,3 +223,17 @@ def test_run_without_unlabelled_matches_main(datasets: Path, tmp_path: Path) -> 
     assert main(["train", str(data), "--out", str(tmp_path / "seed1"), *TINY, "--set", "train.seed=1"]) == 0
     other = _fingerprint(tmp_path / "seed1")
     assert abs(other[3] - MAIN_FINGERPRINT[3]) > 1e-3  # the fingerprint tells runs apart
+
+
+def test_images_outside_the_labelled_subset_count_as_unlabelled(datasets: Path, tmp_path: Path) -> None:
+    from unetkit.config import Plan
+    from unetkit.data.options import DataConfig
+    from unetkit.train.semisup import run_image_files
+
+    data = _isbi_list(datasets, tmp_path, range(10))
+    plan = Plan(data=DataConfig(root=str(data), mask_threshold=128))
+    everything = run_image_files(plan)
+    assert len(everything) == 10
+    plan.train.labels = 3
+    used = run_image_files(plan)
+    assert len(used) == 3 + 2 and set(used) < set(everything)  # 3 labelled + the validation part (0.2 of 10)

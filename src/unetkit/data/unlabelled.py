@@ -62,13 +62,6 @@ class UnlabelledSplit:
     labelled: list[Path] = field(default_factory=list)  # also in the labelled set: reported, not used
 
 
-def labelled_image_files(data: DataConfig) -> list[Path]:
-    """Every image file of the labelled dataset ``data`` (training and validation sides alike)."""
-    from unetkit.data.discovery import discover
-
-    return [p for s in discover(data).samples for p in s.image_paths]
-
-
 def split_off_labelled(files: Sequence[Path], labelled: Sequence[Path]) -> UnlabelledSplit:
     """Separate the ``files`` that are images of the labelled set: same resolved path, or same bytes.
 

@@ -183,21 +183,37 @@ def teacher_probabilities(teacher: torch.nn.Module, weak: torch.Tensor) -> torch
 
 def with_unlabelled(plan: Plan, folders: Sequence[str | Path]) -> Plan:
     """``plan`` with ``train.unlabelled`` set to ``folders`` (resolved) and ``train.unlabelled_skipped`` to the
-    files there that are images of the labelled set (same resolved path or same bytes); a plan without an EMA
+    files there that are images of the labelled set (:func:`run_image_files`; same resolved path or same bytes),
+    so call it after the labelled subset (``train.labels*``) is set; a plan without an EMA
     gets ``train.ema = 0.99`` (the mean teacher).
 
     Raises:
         UnlabelledError: a folder that is missing or holds no image, or one whose every image is labelled.
     """
-    from unetkit.data.unlabelled import labelled_image_files, split_off_labelled, unlabelled_files
+    from unetkit.data.unlabelled import split_off_labelled, unlabelled_files
 
     files = unlabelled_files(folders)
-    split = split_off_labelled(files, labelled_image_files(plan.data))
+    split = split_off_labelled(files, run_image_files(plan))
     train = dataclasses.replace(
         plan.train, unlabelled=[str(Path(f).resolve()) for f in folders], ema=plan.train.ema or DEFAULT_TEACHER_DECAY,
         unlabelled_skipped=[str(p) for p in split.labelled],
     )  # fmt: skip
     return dataclasses.replace(plan, train=train)
+
+
+def run_image_files(plan: Plan) -> list[Path]:
+    """The image files whose masks the run uses: its training side (the ``train --labels`` subset when there is
+    one) and its validation part, split exactly as training splits them. Images of the dataset outside them
+    (not in the labelled subset) may be given as unlabelled."""
+    from unetkit.data.discovery import discover
+    from unetkit.data.splits import LabelledSubset, training_split
+
+    cfg = plan.train
+    samples = discover(plan.data).samples
+    train, val = training_split([s.key for s in samples], [s.group for s in samples], val_fraction=cfg.val_fraction,
+                                seed=cfg.seed, folds=cfg.folds, fold=cfg.fold, labelled=LabelledSubset.of(cfg))
+    used = set(train) | set(val)
+    return [p for s in samples if s.key in used for p in s.image_paths]
 
 
 def load_unlabelled_images(plan: Plan) -> list[np.ndarray] | None:
