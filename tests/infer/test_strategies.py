@@ -88,3 +88,20 @@ def test_cli_random_strategy_writes_the_usual_csv(datasets: Path, tmp_path: Path
         names = [Path(r["file"]).name for r in csv.DictReader(f)]
     assert names == [p.name for p in random_pick(sorted(pool.iterdir()), n=2, seed=5)]
     assert (out / "contact_sheet.png").is_file()
+
+
+def test_run_based_strategies_use_the_runs_predictions(datasets: Path, tmp_path: Path) -> None:
+    from unetkit.infer.strategies import predicted_foreground
+
+    run = make_run(tmp_path / "run", tile=128, overlap=0.0, tta="flips")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    files = []
+    for i in (0, 1, 2, 3):
+        files.append(Path(shutil.copy(datasets / "isbi2012_em_membrane" / "images" / f"{i}.png", pool / f"{i}.png")))
+    fractions = predicted_foreground(run, files)
+    assert all(0.0 < f < 1.0 for f in fractions)  # the untrained head labels part of each EM image foreground
+    chosen = select("foreground-random", files, n=2, seed=0, run=run)
+    assert chosen.strategy == "foreground-random" and chosen.files == stratified_pick(files, fractions, n=2, seed=0)
+    suggested = select("suggest", files, n=2, run=run)
+    assert suggested.strategy == "suggest" and len(set(suggested.files)) == 2 and set(suggested.files) <= set(files)
