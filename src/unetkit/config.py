@@ -99,6 +99,18 @@ class TrainConfig:
     labels: int = 0
     labels_seed: int = 0
     labels_keys: list[str] = field(default_factory=list)
+    # Semi-supervised training (`train --unlabelled`, see unetkit.train.semisup): folders of images without masks
+    # (resolved paths); a mean teacher (the EMA, train.ema) labels their patches and the model learns those labels
+    # under strong augmentation where the teacher's confidence is at least `unlabelled_threshold`, with weight
+    # `unlabelled_weight` ramped up over the first `unlabelled_rampup` of the steps. `unlabelled_batch_size` 0 =
+    # batch_size. `unlabelled_skipped`: files of those folders that are images of the labelled set (same path or
+    # same bytes), reported and not used.
+    unlabelled: list[str] = field(default_factory=list)
+    unlabelled_threshold: float = 0.9
+    unlabelled_weight: float = 1.0
+    unlabelled_rampup: float = 0.3
+    unlabelled_batch_size: int = 0
+    unlabelled_skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -205,6 +217,8 @@ BOUNDS: dict[str, tuple[Any, str]] = {
     "train.encoder_lr_scale": _at_least(0), "train.val_fraction": _fraction(top=False),
     "train.foreground_fraction": _fraction(top=True), "train.lr": ((lambda v: v > 0), "positive"),
     "train.time_budget_s": ((lambda v: v > 0), "positive"), "infer.batch_size": _at_least(1),
+    "train.unlabelled_threshold": _fraction(top=True), "train.unlabelled_weight": _at_least(0),
+    "train.unlabelled_rampup": _fraction(top=True), "train.unlabelled_batch_size": _at_least(0),
     "infer.min_size": _at_least(0), "infer.overlap": _fraction(top=False), "infer.threshold": _fraction(top=True),
     "infer.max_pass_pixels": _at_least(0),
 }

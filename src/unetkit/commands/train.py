@@ -69,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels-file", default=None, metavar="LIST.txt",
                         help="train on exactly these training cases: one key or file name per line (e.g. "
                              "suggestions.csv's files once labelled); recorded as train.labels_keys")
+    parser.add_argument("--unlabelled", nargs="+", default=None, metavar="DIR",
+                        help="folders of images without masks to learn from as well (semi-supervised: the EMA model "
+                             "labels them and the model learns those labels where the EMA is confident, see "
+                             "train.unlabelled_threshold / _weight / _rampup); images that are also in the labelled "
+                             "set are reported and skipped; sets train.ema to 0.99 when the plan has none")
     add_data_arguments(parser)
 
 
@@ -108,6 +113,8 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
             say(f"labels: training on {chosen} case(s) of the training side; validation unchanged")
         if plan.model.reason:
             say(f"encoder: {plan.model.reason}")
+        if plan.train.unlabelled:
+            say(unlabelled_text(plan))
     if args.fold == "all":
         return _run_folds(plan, out, args, say=say)
     # Planned from the data: the trainer takes the samples the check and the fingerprint read (each file once).
@@ -118,6 +125,19 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     if result.alignment is not None:
         say(alignment_text(result.alignment))
     return 0
+
+
+def unlabelled_text(plan: Plan) -> str:
+    """Lines on the unlabelled folders a plan learns from and the labelled images found among them."""
+    cfg = plan.train
+    lines = [f"unlabelled: {', '.join(cfg.unlabelled)} (mean teacher: EMA {cfg.ema}, confidence >= "
+             f"{cfg.unlabelled_threshold}, weight {cfg.unlabelled_weight} ramped over {cfg.unlabelled_rampup:.0%} of "
+             "the steps)"]
+    if cfg.unlabelled_skipped:
+        lines.append(f"unlabelled: {len(cfg.unlabelled_skipped)} image(s) there are also in the labelled set (same "
+                     f"path or same content) and are not used as unlabelled: {', '.join(cfg.unlabelled_skipped[:5])}"
+                     + (" ..." if len(cfg.unlabelled_skipped) > 5 else ""))
+    return "\n".join(lines)
 
 
 def alignment_text(alignment: tuple[list[float], float, float]) -> str:
@@ -212,6 +232,10 @@ def plan_with_samples(args: argparse.Namespace) -> tuple[Plan, list[LoadedSample
     if args.time_budget and args.plan:
         overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
     plan = _with_labels(apply_overrides(plan, overrides), args)
+    if getattr(args, "unlabelled", None):
+        from unetkit.train.semisup import with_unlabelled
+
+        plan = with_unlabelled(plan, args.unlabelled)
     if samples is not None and not same_reading(plan.data, data):
         samples = None
     return plan, samples

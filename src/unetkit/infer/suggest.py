@@ -32,6 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +59,8 @@ class SuggestOptions:
         checkpoint: ``best`` or ``last`` [best].
         device: torch device [cpu].
         backend: what runs the network (:data:`unetkit.infer.backend.BACKEND_CHOICES`) [torch].
+        regions: box side in pixels: pick boxes of the images instead of whole images (2D only; see
+            :mod:`unetkit.infer.suggest_regions`); 0 = whole images [0].
     """
 
     n: int = 20
@@ -68,6 +71,7 @@ class SuggestOptions:
     checkpoint: str = "best"
     device: str = "cpu"
     backend: str = "torch"
+    regions: int = 0
 
 
 @dataclass
@@ -81,7 +85,8 @@ class ImageScore:
     foreground_fraction: float
     tta_variance: float
     features: np.ndarray = field(repr=False)
-    thumbs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # image (RGB), uncertainty
+    thumbs: tuple[np.ndarray, np.ndarray | None] | None = field(default=None, repr=False)  # image (RGB), uncertainty
+    regions: list[Any] = field(default_factory=list, repr=False)  # suggest_regions.Region boxes with --regions
 
 
 @dataclass
@@ -100,6 +105,7 @@ class SuggestResult:
     skipped_val: list[Path]
     note: str = ""  # e.g. why no training image could be skipped
     written: list[Path] = field(default_factory=list)
+    regions: list[Any] = field(default_factory=list)  # suggest_regions.Region picks with --regions, best first
 
 
 # -- pure pieces ------------------------------------------------------------------------------------------
@@ -183,11 +189,37 @@ def rank_by_score(weights: np.ndarray, n: int) -> list[int]:
     return [int(i) for i in np.argsort(-weights, kind="stable")[:n]]
 
 
+def score_regions(
+    path: Path, uncertainty: np.ndarray, labels: np.ndarray, *, size: int, fg_weight: float, top_fraction: float
+) -> list[Any]:
+    """Every ``size`` box of a 2D image's ``uncertainty (H, W)`` and predicted ``labels (H, W)``, scored like a
+    whole image: :class:`unetkit.infer.suggest_regions.Region` objects.
+
+    Raises:
+        ValueError: a volume (regions are for 2D images).
+    """
+    from unetkit.infer.suggest_regions import Region, box_grid
+
+    if uncertainty.ndim != 2:
+        raise ValueError(f"{path}: --regions is for 2D images; this one has {uncertainty.ndim} spatial axes")
+    regions = []
+    for y0, x0, y1, x1 in box_grid(uncertainty.shape, size):
+        u, lab = uncertainty[y0:y1, x0:x1], labels[y0:y1, x0:x1]
+        region = foreground_region(lab, u, top_fraction=top_fraction)
+        score, mean, _ = pool_uncertainty(u, region, fg_weight=fg_weight)
+        regions.append(Region(path=path, box=(y0, x0, y1, x1), score=score, uncertainty=mean,
+                              foreground_fraction=float((lab != 0).mean())))
+    return regions
+
+
 # -- scoring one image -----------------------------------------------------------------------------------
 
 
-def score_image(predictor: Predictor, image: np.ndarray, *, options: SuggestOptions) -> tuple[ImageScore, np.ndarray]:
-    """Score a raw ``(C, *spatial)`` image; returns the score (path unset) and the uncertainty map ``(*spatial)``."""
+def score_image(
+    predictor: Predictor, image: np.ndarray, *, options: SuggestOptions
+) -> tuple[ImageScore, np.ndarray, np.ndarray]:
+    """Score a raw ``(C, *spatial)`` image; returns the score (path unset), the uncertainty map ``(*spatial)`` and
+    the predicted labels ``(*spatial)``."""
     from unetkit.infer.postprocess import probabilities_to_labels
 
     probs, variance = predictor.probabilities(image)
@@ -201,7 +233,7 @@ def score_image(predictor: Predictor, image: np.ndarray, *, options: SuggestOpti
         tta_variance=float(variance.mean()) if variance is not None else 0.0,
         features=encoder_features(predictor, image),
     )  # fmt: skip
-    return scored, u
+    return scored, u, labels
 
 
 @torch.inference_mode()
@@ -315,10 +347,12 @@ def suggest(run: str | Path, inputs: Sequence[str], options: SuggestOptions, *, 
     pool = [p for p, s in zip(files, sides, strict=True) if s is None]
     skipped_train = [p for p, s in zip(files, sides, strict=True) if s == "train"]
     skipped_val = [p for p, s in zip(files, sides, strict=True) if s == "val"]
-    if options.n > len(pool):
+    if options.n > len(pool) and not options.regions:
         raise ValueError(f"--n {options.n} is more than the {len(pool)} candidate image(s) "
                          f"({len(skipped_train)} skipped as training images, {len(skipped_val)} as validation images)")
     scores = [_score_file(predictor, path, options) for path in pool]
+    if options.regions:
+        return _suggest_regions(scores, options, out=Path(out), known=known, skipped=(skipped_train, skipped_val))
     weights = np.array([s.score for s in scores])
     if options.diversity:
         order, distances, values = greedy_k_center(np.stack([s.features for s in scores]), weights, options.n)
@@ -344,7 +378,23 @@ def _score_file(predictor: Predictor, path: Path, options: SuggestOptions) -> Im
         raise ValueError(f"{path}: expected a {predictor.spatial_dims}D image, got shape {image.shape[1:]}")
     if image.shape[0] != channels:
         raise ValueError(f"{path}: the image has {image.shape[0]} channel(s); the run takes {channels}")
-    scored, u = score_image(predictor, image.astype(np.float32), options=options)
+    scored, u, labels = score_image(predictor, image.astype(np.float32), options=options)
     scored.path = path
+    if options.regions:
+        scored.regions = score_regions(path, u, labels, size=options.regions, fg_weight=options.fg_weight,
+                                       top_fraction=options.top_fraction)
     scored.thumbs = thumbnails(image, u, size=THUMB)
     return scored
+
+
+def _suggest_regions(
+    scores: list[ImageScore], options: SuggestOptions, *, out: Path, known: LabelledFiles,
+    skipped: tuple[list[Path], list[Path]],
+) -> SuggestResult:
+    """``--regions``: the best boxes over all candidates, written as ``regions.csv`` and crops."""
+    from unetkit.infer.suggest_regions import pick_regions, write_regions
+
+    picked = pick_regions([r for s in scores for r in s.regions], n=options.n)
+    out.mkdir(parents=True, exist_ok=True)
+    return SuggestResult(picks=[], candidates=len(scores), skipped_train=skipped[0], skipped_val=skipped[1],
+                         note=known.note, written=write_regions(picked, out), regions=picked)

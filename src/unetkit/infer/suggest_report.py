@@ -90,7 +90,8 @@ def write_contact_sheet(picks: Sequence[Pick], path: Path, *, columns: int = 4, 
         if pick.image.thumbs is not None:
             rgb, heat = pick.image.thumbs
             sheet.paste(Image.fromarray(rgb), (x0 + pad, y0 + label_h + pad))
-            sheet.paste(Image.fromarray(heat), (x0 + 2 * pad + size, y0 + label_h + pad))
+            if heat is not None:  # cold-start picks have no uncertainty map
+                sheet.paste(Image.fromarray(heat), (x0 + 2 * pad + size, y0 + label_h + pad))
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
     return path

@@ -42,6 +42,14 @@ from unetkit.train.logging import MetricsLog, Progress, TensorBoardLog
 from unetkit.train.overlays import write_validation_overlays
 from unetkit.train.prefetch import BatchStream
 from unetkit.train.schedule import lr_at
+from unetkit.train.semisup import (
+    SemiBatcher,
+    UnlabelledBatcher,
+    load_unlabelled_images,
+    teacher_probabilities,
+    unsupervised_loss,
+    unsupervised_weight,
+)
 from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
 from unetkit.train.state import LoopState
 
@@ -89,7 +97,8 @@ def train(
         examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold,
         labelled=LabelledSubset.of(cfg),  # train --labels / --labels-file: a subset of the training side
     )
-    # 2. Model, optimiser, loss, precision.
+    unlabelled = load_unlabelled_images(plan)  # train --unlabelled: images without masks (None without it)
+    # 2. Model, optimiser, loss, precision (and the EMA, which is the mean teacher of the unlabelled images).
     parts = _build_parts(plan, dev, ctx)
     # 3. Fresh start or exact resume; only rank 0 logs, shows progress and writes files.
     state = _start_state(plan, run_dir, parts, resume=resume, main=ctx.is_main)
@@ -97,7 +106,7 @@ def train(
     _note_precision(state, parts.precision, out.progress)
     started = time.perf_counter() - state.elapsed
     batches = BatchStream(
-        _batcher(plan, train_set), seed=cfg.seed, start=state.step, workers=cfg.workers,
+        _batcher(plan, train_set, unlabelled), seed=cfg.seed, start=state.step, workers=cfg.workers,
         pin_memory=dev.type == "cuda", rank=ctx.rank,
     )  # fmt: skip
 
@@ -105,7 +114,8 @@ def train(
     parts.model.train()
     while not state.finished():
         lr = _set_learning_rate(parts.optimizer, cfg, state)
-        loss = _train_step(parts, next(batches), dev, ema_decay=_ema_decay(cfg, state.step + 1))
+        semi = _semi_settings(cfg, state) if unlabelled else None
+        loss = _train_step(parts, next(batches), dev, ema_decay=_ema_decay(cfg, state.step + 1), semi=semi)
         state.step += 1
         state.elapsed = time.perf_counter() - started
         _calibrate_budget(state, cfg, ctx, out.progress)
@@ -166,9 +176,9 @@ def _build_parts(plan: Plan, dev: torch.device, ctx: DistContext) -> _Parts:
     )
 
 
-def _batcher(plan: Plan, train_set: list[Example]) -> PatchBatcher:
+def _batcher(plan: Plan, train_set: list[Example], unlabelled: list[np.ndarray] | None) -> PatchBatcher | SemiBatcher:
     cfg = plan.train
-    return PatchBatcher(
+    labelled = PatchBatcher(
         train_set,
         patch_size=tuple(cfg.patch_size),
         batch_size=cfg.batch_size,
@@ -177,6 +187,10 @@ def _batcher(plan: Plan, train_set: list[Example]) -> PatchBatcher:
         ignore_index=plan.data.ignore_index,
         background=plan.data.background,
     )
+    if not unlabelled:
+        return labelled
+    size = cfg.unlabelled_batch_size or cfg.batch_size
+    return SemiBatcher(labelled, UnlabelledBatcher(unlabelled, patch_size=tuple(cfg.patch_size), batch_size=size))
 
 
 def _start_state(plan: Plan, run_dir: Path, parts: _Parts, *, resume: bool, main: bool) -> LoopState:
@@ -210,17 +224,22 @@ def _set_learning_rate(optimizer: torch.optim.Optimizer, cfg: TrainConfig, state
 
 
 def _train_step(
-    parts: _Parts, batch: tuple[torch.Tensor, torch.Tensor], dev: torch.device, *, ema_decay: float
+    parts: _Parts, batch: tuple[torch.Tensor, ...], dev: torch.device, *, ema_decay: float,
+    semi: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """One optimiser step on ``batch`` (and the EMA update); returns the loss."""
-    x, y = batch
+    """One optimiser step on ``batch`` (and the EMA update); returns the loss. A batch with unlabelled weak and
+    strong views adds the mean teacher's term, ``semi`` = (its weight now, the confidence threshold)."""
+    x, y, *views = batch
     x, y = x.to(dev, non_blocking=x.is_pinned()), y.to(dev, non_blocking=y.is_pinned())
     layout = parts.precision.layout
     if layout is not None:
         x = x.contiguous(memory_format=layout)
-    with autocast(dev, parts.precision.dtype):
-        outputs = parts.net(x)
-    loss = parts.loss_fn(_as_float(outputs), y)
+    if views and semi is not None:
+        loss = _semi_supervised_loss(parts, x, y, views, dev, weight=semi[0], threshold=semi[1])
+    else:
+        with autocast(dev, parts.precision.dtype):
+            outputs = parts.net(x)
+        loss = parts.loss_fn(_as_float(outputs), y)
     backward_and_step(
         loss, optimizer=parts.optimizer, parameters=list(parts.model.parameters()), grad_clip=parts.grad_clip,
         scaler=parts.scaler,
@@ -228,6 +247,29 @@ def _train_step(
     if parts.ema is not None:
         update_ema(parts.ema, parts.model, decay=ema_decay)
     return loss
+
+
+def _semi_supervised_loss(
+    parts: _Parts, x: torch.Tensor, y: torch.Tensor, views: list[torch.Tensor], dev: torch.device, *,
+    weight: float, threshold: float,
+) -> torch.Tensor:
+    """The labelled loss plus ``weight`` times the unsupervised term: the student sees the labelled patches and the
+    strong views in one pass; the teacher (the EMA) labels the weak views (see :mod:`unetkit.train.semisup`)."""
+    assert parts.ema is not None  # load_unlabelled_images refuses a plan without the EMA
+    weak, strong = (v.to(dev).contiguous(memory_format=parts.precision.layout or torch.contiguous_format) for v in views)
+    with autocast(dev, parts.precision.dtype):
+        probs = teacher_probabilities(parts.ema, weak)
+        outputs = _as_float(parts.net(torch.cat([x, strong])))
+    n = x.shape[0]
+    labelled = [o[:n] for o in outputs] if isinstance(outputs, list) else outputs[:n]
+    student = outputs[0][n:] if isinstance(outputs, list) else outputs[n:]  # full resolution first
+    return parts.loss_fn(labelled, y) + weight * unsupervised_loss(student, probs, threshold=threshold)
+
+
+def _semi_settings(cfg: TrainConfig, state: LoopState) -> tuple[float, float]:
+    weight = unsupervised_weight(state.step + 1, total_steps=state.total_steps, weight=cfg.unlabelled_weight,
+                                 rampup=cfg.unlabelled_rampup)
+    return weight, cfg.unlabelled_threshold
 
 
 def _calibrate_budget(state: LoopState, cfg: TrainConfig, ctx: DistContext, progress: Any) -> None:

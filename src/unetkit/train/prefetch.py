@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,7 +28,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from unetkit.train.batches import PatchBatcher
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+if TYPE_CHECKING:
+    from unetkit.train.semisup import SemiBatcher
+
+# (x, y), or (x, y, weak, strong) with unlabelled views (unetkit.train.semisup.SemiBatcher)
+Batch = tuple[torch.Tensor, ...]
 
 
 def step_rng(*, seed: int, step: int, rank: int = 0) -> np.random.Generator:
@@ -43,7 +48,7 @@ def step_rng(*, seed: int, step: int, rank: int = 0) -> np.random.Generator:
     return np.random.default_rng(key)
 
 
-def batch_for_step(batcher: PatchBatcher, *, seed: int, step: int, rank: int = 0) -> Batch:
+def batch_for_step(batcher: PatchBatcher | SemiBatcher, *, seed: int, step: int, rank: int = 0) -> Batch:
     """The batch of step ``step`` (for process ``rank``): ``x (B, C, *patch)`` float32, ``y (B, *patch)`` int64."""
     return batcher.next(step_rng(seed=seed, step=step, rank=rank))
 
@@ -66,7 +71,7 @@ class BatchStream:
 
     def __init__(
         self,
-        batcher: PatchBatcher,
+        batcher: PatchBatcher | SemiBatcher,
         *,
         seed: int,
         start: int,
@@ -106,8 +111,7 @@ class BatchStream:
         return self
 
     def __next__(self) -> Batch:
-        x, y = next(self._iterator)
-        return x, y
+        return tuple(next(self._iterator))
 
     def close(self) -> None:
         """Stop the worker processes (also done when the stream is garbage-collected)."""
@@ -128,7 +132,7 @@ class BatchStream:
 class _StepBatches(Dataset):
     """Map-style dataset: item ``s`` is the batch of step ``s``."""
 
-    def __init__(self, batcher: PatchBatcher, *, seed: int, rank: int = 0) -> None:
+    def __init__(self, batcher: PatchBatcher | SemiBatcher, *, seed: int, rank: int = 0) -> None:
         self.batcher = batcher
         self.seed = seed
         self.rank = rank
