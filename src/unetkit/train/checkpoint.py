@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 from unetkit._io import atomic_path
 
 STATE_JSON = "state.json"
+# state.json holds a step, hyper-parameters and a file name: a few KiB.
+STATE_JSON_MAX_BYTES = 4 * 2**20
 STATE_TENSORS = "state.safetensors"
 # How batches are drawn; states without it (older unetkit) kept one numpy generator across steps.
 BATCH_SAMPLING = "per-step"
@@ -104,12 +106,16 @@ def load_training_state(
 
 def _read_state(meta_path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``state.json`` and the tensors it names; a malformed or foreign state is a ValueError naming the file."""
+    from unetkit.untrusted import UntrustedFileError, load_json_limited
+
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = load_json_limited(meta_path, what="unetkit training state", max_bytes=STATE_JSON_MAX_BYTES)
         name = meta["tensors"]
         if not isinstance(meta.get("scalars"), dict) or not isinstance(name, str):
             raise TypeError("scalars must be a mapping and tensors a file name")
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+    except UntrustedFileError as err:
+        raise ValueError(f"{err} (not a unetkit training state)") from err
+    except (KeyError, TypeError) as err:
         raise ValueError(f"{meta_path}: not a unetkit training state ({type(err).__name__}: {err})") from err
     tensor_path = meta_path.parent / name
     if Path(name).name != name or not name.startswith(f"{STATE_TENSORS}."):
