@@ -241,25 +241,27 @@ def _typed_values(cls: type, raw: dict[str, Any], section: str) -> dict[str, Any
                              f"({type(value).__name__})")
         bad = _unusable_number(value)
         if bad is not None:
-            raise ValueError(f"{section}.{key}: {bad}")
+            raise ValueError(f"{section}.{key}{bad[0]}: {bad[1]}")
     return raw
 
 
-def _unusable_number(value: Any) -> str | None:
-    """Why a number inside ``value`` (a field's value, lists and mappings included) cannot be used, or None:
-    NaN and infinities, and integers beyond ``MAX_PLAN_INT``. Iterative: plan values nest a few levels only."""
-    stack = [value]
+def _unusable_number(value: Any) -> tuple[str, str] | None:
+    """``(where, why)`` for the first number inside ``value`` (a field's value, lists and mappings included) that
+    cannot be used, or None: NaN and infinities, and integers beyond ``MAX_PLAN_INT``. ``where`` is the path below
+    the field (``""``, ``"[0]"``, ``".dropout"``). Iterative: plan values nest a few levels only."""
+    stack: list[tuple[str, Any]] = [("", value)]
     while stack:
-        item = stack.pop()
+        where, item = stack.pop()
         if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend((f"{where}.{k}", v) for k, v in item.items())
+            stack.extend((f"{where} (a key)", k) for k in item)
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
         elif isinstance(item, float) and not math.isfinite(item):
-            return f"must be a finite number, got {item!r}"
+            return where, f"must be a finite number, got {item!r}"
         elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_PLAN_INT:
-            return f"integer {_short(item)} is out of range (beyond +-2**53)"
+            shown = item if item.bit_length() <= 64 else f"of {item.bit_length()} bits"
+            return where, f"integer {shown} is out of range (beyond +-2**53)"
     return None
 
 
