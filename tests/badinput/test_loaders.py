@@ -253,3 +253,54 @@ def test_issue_31_cases_are_refused_at_once_through_the_cli(kind: str, tmp_path:
     _refused_in_one_line(bad, *expected)
     _refused_in_one_line(base)
     assert bad_cpu - base_cpu < 5.0, (bad_cpu, base_cpu, bad_wall, base_wall)
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda g: g.update(lr="fast"), r"param_groups\[0\]\.lr is 'fast', which does not fit the optimiser's '0\.001'"),
+    (lambda g: g.update(lr=float("nan")), r"param_groups\[0\]\.lr is 'nan'"),
+    (lambda g: g.update(betas=[0.9]), r"param_groups\[0\]\.betas is '\[0\.9\]'"),
+    (lambda g: g.pop("weight_decay"), r"param_groups\[0\] lacks weight_decay"),
+    (lambda g: g.update(amsgrad=1), r"param_groups\[0\]\.amsgrad is '1'"),
+])  # fmt: skip
+def test_state_json_optimiser_settings_must_fit_the_optimiser(tmp_path: Path, edit, problem: str) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    import unetkit
+    from unetkit.train.checkpoint import load_training_state, save_training_state
+
+    def parts():  # type: ignore[no-untyped-def]
+        torch.manual_seed(0)
+        model = unetkit.create_model("unet", in_channels=1, classes=2, encoder="plain", depth=2, width=4)
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    model, optimizer = parts()
+    save_training_state(tmp_path, model=model, optimizer=optimizer, ema=None, scalars={"step": 3})
+    model, optimizer = parts()
+    assert load_training_state(tmp_path, model=model, optimizer=optimizer, ema=None) == {"step": 3}  # as saved
+    meta = json.loads((tmp_path / "state.json").read_text())
+    edit(meta["param_groups"][0])
+    (tmp_path / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"state\.json: {problem}"):
+        load_training_state(tmp_path, model=model, optimizer=optimizer, ema=None)
+
+
+def test_external_data_must_match_its_tensor_and_name_each_key_once(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz.py: a length shorter than the tensor, or a key given twice (ONNX Runtime reads the
+    first, a dict the last), reached ONNX Runtime, which printed its own multi-line log before refusing."""
+    from unetkit.infer.onnx_backend import load_onnx_graph
+
+    path = tmp_path / "m.onnx"
+    with_external_weights(path, location="w.bin")  # conv.weight: 2 x 1 x 3 x 3 float32 = 72 bytes
+    model = onnx.ModelProto.FromString(path.read_bytes())
+    entries = model.graph.initializer[0].external_data
+    next(e for e in entries if e.key == "length").value = "8"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(UntrustedFileError, match=r"'conv\.weight' is 8 bytes, its shape \[2, 1, 3, 3\] needs 72"):
+        load_onnx_graph(path)
+    next(e for e in entries if e.key == "length").value = "72"
+    extra = entries.add()
+    extra.key, extra.value = "offset", "72"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(UntrustedFileError, match=r"'conv\.weight' repeats a key \(\['location', 'offset', 'length', "
+                                                 r"'offset'\]\)"):
+        load_onnx_graph(path)

@@ -209,6 +209,9 @@ def _check_external_data(model: onnx.ModelProto, path: Path) -> bool:
     for tensor in _all_tensors(model):
         if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
             continue
+        keys = [e.key for e in tensor.external_data]
+        if len(set(keys)) != len(keys):  # readers differ on which duplicate wins: refuse rather than guess
+            raise UntrustedFileError(f"{path}: external data of tensor {tensor.name[:60]!r} repeats a key ({keys})")
         entries = {e.key: e.value for e in tensor.external_data}
         where = inside_folder(path.parent, entries.get("location", ""), source=path,
                               what=f"external data of tensor {tensor.name[:60]!r}")  # fmt: skip
@@ -223,10 +226,27 @@ def _check_external_data(model: onnx.ModelProto, path: Path) -> bool:
         if offset < 0 or length < 0 or offset + length > size:
             raise UntrustedFileError(f"{path}: external data of {tensor.name[:60]!r} lies outside "
                                      f"{entries.get('location')!r} ({offset}+{length} > {size} bytes)")
+        needed = _tensor_bytes(tensor)
+        if needed is not None and needed != length:
+            raise UntrustedFileError(f"{path}: external data of {tensor.name[:60]!r} is {length} bytes, its shape "
+                                     f"{list(tensor.dims)[:8]} needs {needed}")
     if sum(sizes.values()) > ONNX_LIMITS["max_external_bytes"]:
         raise UntrustedFileError(f"{path}: its external data is {sum(sizes.values()) / 2**20:.0f} MiB, over the "
                                  f"{ONNX_LIMITS['max_external_bytes'] / 2**20:.0f} MiB limit")
     return bool(sizes)
+
+
+# Bytes per element of the ONNX element types whose size is fixed and whole (float, int8..int64, bool, half ...);
+# packed sub-byte types and strings are not checked.
+_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+
+
+def _tensor_bytes(tensor: Any) -> int | None:
+    """The bytes a tensor's shape and element type need (None for the types not in ``_ITEM_BYTES``)."""
+    import math
+
+    itemsize = _ITEM_BYTES.get(tensor.data_type)
+    return None if itemsize is None else math.prod(tensor.dims) * itemsize
 
 
 def _all_tensors(model: onnx.ModelProto) -> Iterator[Any]:
@@ -284,6 +304,8 @@ class OnnxTileRunner:
         # next thing to run is blending, shifting and labelling in torch/numpy on the same cores, which the
         # spinning slows down (int8 graph, 512 x 512 slices, 2 cores: 34.6 -> 31.3 ms per image).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT logs a failed load to stderr on its own (several lines); the ValueError below says it in one.
+        options.log_severity_level = 4
         external = graph is not None and any(t.data_location == 1 for t in _all_tensors(graph))
         source = graph.SerializeToString() if graph is not None and not external else str(path)
         try:

@@ -111,15 +111,13 @@ def load_training_state(
 
 def _read_state(meta_path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``state.json`` and the tensors it names; a malformed or foreign state is a ValueError naming the file."""
-    from unetkit.untrusted import UntrustedFileError, load_json_limited
+    from unetkit.untrusted import load_json_limited
 
     try:
         meta = load_json_limited(meta_path, what="unetkit training state", max_bytes=STATE_JSON_MAX_BYTES)
         name = meta["tensors"]
         if not isinstance(meta.get("scalars"), dict) or not isinstance(name, str):
             raise TypeError("scalars must be a mapping and tensors a file name")
-    except UntrustedFileError as err:
-        raise ValueError(f"{err} (not a unetkit training state)") from err
     except (KeyError, TypeError) as err:
         raise ValueError(f"{meta_path}: not a unetkit training state ({type(err).__name__}: {err})") from err
     tensor_path = meta_path.parent / name
