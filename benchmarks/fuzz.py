@@ -1,11 +1,14 @@
 """Long fuzzing runs over the targets of tests/fuzz/_targets.py (readers on mutated real files, mask decoding,
-plan / model-config loading, the service's request handling); writes JSON.
+plan / model-config loading, the service's request handling) and tests/fuzz/_handed.py (handed-over files:
+plans written to expand, ONNX graphs, checkpoint config.json / state.json); writes JSON.
 
-    PYTHONPATH=src python benchmarks/fuzz.py --minutes 20 [--target readers] [--out fuzz.json]
+    PYTHONPATH=src python benchmarks/fuzz.py --minutes 20 [--target onnx] [--out fuzz.json]
 
-The minutes are shared equally by the chosen targets (all four by default), which run one after another in rounds
-of fresh, randomised hypothesis runs (no example database). Only documented errors (ValueError, OSError) may
-escape a target; anything else is a failure: its shrunk example and error are recorded and the run goes on.
+The minutes are shared equally by the chosen targets (all seven by default), which run one after another in rounds
+of fresh, randomised hypothesis runs (no example database). Only the errors each target documents may escape it
+(ValueError, OSError; the ONNX and checkpoint targets also the RuntimeError / KeyError that the CLI prints as one
+line); anything else is a failure: its shrunk example and error are recorded and the run goes on. The examples run
+per target (per loader) are printed and written.
 ``--quick`` is a smoke run (about 40 s in all). The JSON has the examples run per target, the failures found, the
 seconds spent, and the CPU flags (unetkit.precision.cpu_flags).
 """

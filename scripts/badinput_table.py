@@ -1,6 +1,10 @@
 """Run the bad-input corpus (tests/badinput/_cases.py) and write a markdown table: case, command, message shown.
 
     PYTHONPATH=src python scripts/badinput_table.py --out /work/notes/badinput_table.md [--verbose]
+    PYTHONPATH=src python scripts/badinput_table.py --docs docs/reference/bad-inputs.md
+
+``--docs`` replaces the part of that page between the ``<!-- badinput-table:start -->`` and
+``<!-- badinput-table:end -->`` lines with the regenerated table (the rest of the page is written by hand).
 
 Each case is run and checked exactly as ``tests/badinput/test_corpus.py`` does; a case that fails its checks is
 marked FAILED in the table (and, with ``--verbose``, its whole output is printed). Exit status 1 if any failed.
@@ -42,6 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="markdown file to write (default: print)")
     parser.add_argument("--verbose", action="store_true", help="print the output of failed cases")
+    parser.add_argument("--docs", default=None, help="page whose table (between the badinput-table markers) to replace")
     parser.add_argument("-k", default="", help="only cases whose id contains this")
     args = parser.parse_args()
     rows, failed = [], 0
@@ -69,9 +74,27 @@ def main() -> int:
     header = f"Bad-input corpus: {len(rows)} cases, {len(rows) - failed} pass (scripts/badinput_table.py)\n\n"
     if args.out:
         Path(args.out).write_text(header + table)
-    else:
+    if args.docs:
+        replace_between_markers(Path(args.docs), header + table)
+    if not args.out and not args.docs:
         print(header + table)
     return 1 if failed else 0
+
+
+START, END = "<!-- badinput-table:start -->", "<!-- badinput-table:end -->"
+
+
+def replace_between_markers(page: Path, text: str) -> None:
+    """Put ``text`` between the START and END marker lines of ``page`` (written atomically)."""
+    sys.path.insert(0, str(TESTS.parent / "src"))
+    from unetkit._io import write_text_atomic
+
+    content = page.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"{page}: no {START} ... {END} markers to put the table between")
+    before, rest = content.split(START, 1)
+    after = rest.split(END, 1)[1]
+    write_text_atomic(page, f"{before}{START}\n{text}{END}{after}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -88,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        _one_line_warnings(args.command)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "device", None) == "auto":  # every command's default: CUDA when present
             from unetkit.precision import resolve_device
@@ -107,6 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"unetkit {args.command}: error: {message}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _one_line_warnings(command: str) -> None:
+    """Show unetkit's own warning classes (e.g. a foreign ONNX graph) as one line, like its errors; other
+    libraries' warnings keep Python's format. Call inside ``warnings.catch_warnings()``, which restores it."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if not category.__module__.startswith("unetkit"):
+            return default(message, category, filename, lineno, file, line)
+        print(f"unetkit {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    warnings.showwarning = show
 
 
 def missing_package_message(err: ImportError) -> str:

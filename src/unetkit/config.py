@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -55,7 +56,7 @@ class ModelConfig:
         if config_class is None:
             return None
         names = {f.name for f in dataclasses.fields(config_class)}
-        unknown = sorted(set(self.kwargs) - names)
+        unknown = sorted(str(k) for k in set(self.kwargs) - names)
         if unknown:
             raise ValueError(f"model.kwargs.{unknown[0]}: model {self.name!r} has no such option; valid: "
                              f"{', '.join(sorted(names))}")
@@ -147,6 +148,8 @@ class Plan:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         version = raw.get("format_version", PLAN_FORMAT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"format_version: expected an integer, got {_short(version)}")
         if version > PLAN_FORMAT_VERSION:
             raise ValueError(f"plan format {version} is newer than this unetkit understands ({PLAN_FORMAT_VERSION})")
         sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "infer": InferConfig}
@@ -169,28 +172,36 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        """Read a plan written by :meth:`save` (or by hand).
+        """Read a plan written by :meth:`save` (or by hand, or by someone else: see :data:`PLAN_LIMITS`).
+
+        JSON for a ``.json`` suffix, else YAML (safe tags only; anchors/aliases within a small expansion bound).
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: not UTF-8, not YAML/JSON, not a mapping, or a field that does not fit its type; the
-                message starts with the path.
+            ValueError: too large, not UTF-8, not YAML/JSON, aliases expanding beyond the bound, nested too deeply,
+                not a mapping, or a field that does not fit its type or bounds; one line starting with the path.
         """
+        from unetkit.untrusted import load_json_limited, load_yaml_limited
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such plan file")
-        try:
-            text = path.read_text(encoding="utf-8")
-            raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-            reason = " ".join(str(err).split())  # YAML errors span several lines
-            raise ValueError(f"{path}: not a readable plan ({type(err).__name__}: {reason})") from err
+        load = load_json_limited if path.suffix == ".json" else load_yaml_limited
+        raw = load(path, what="plan", max_bytes=PLAN_LIMITS["max_bytes"], max_depth=PLAN_LIMITS["max_depth"])
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: not a plan (expected a mapping)")
+            raise ValueError(f"{path}: not a plan (expected a mapping, got {type(raw).__name__})")
         try:
             return cls.from_dict(raw)
         except (ValueError, TypeError) as err:
             raise ValueError(f"{path}: {err}") from err
+
+
+# What a plan file may be (Plan.load): a plan is a few KiB; `labels_keys` can list many thousand sample names.
+# Nesting: the deepest plan field (data.colour_table: {name: [r, g, b]}) sits 4 levels down.
+PLAN_LIMITS = {"max_bytes": 8 * 2**20, "max_depth": 16}
+# Integers in a plan or a model config beyond this are refused (no size, count or index comes near; torch and
+# numpy overflow past 2**63).
+MAX_PLAN_INT = 2**53
 
 
 T = TypeVar("T")
@@ -227,7 +238,7 @@ BOUNDS: dict[str, tuple[Any, str]] = {
 def _build(cls: type[T], raw: dict[str, Any], section: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     raw = {k: v for k, v in raw.items() if k not in RETIRED_FIELDS.get(cls.__name__, set())}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(str(k) for k in set(raw) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     raw = _typed_values(cls, raw, section)
@@ -245,9 +256,40 @@ def _typed_values(cls: type, raw: dict[str, Any], section: str) -> dict[str, Any
     raw = {k: _json_keys(v, hints[k]) for k, v in raw.items()}
     for key, value in raw.items():
         if not _matches(value, hints[key]):
-            raise ValueError(f"{section}.{key}: expected {_type_name(hints[key])}, got {value!r} "
+            raise ValueError(f"{section}.{key}: expected {_type_name(hints[key])}, got {_short(value)} "
                              f"({type(value).__name__})")
+        bad = _unusable_number(value)
+        if bad is not None:
+            raise ValueError(f"{section}.{key}{bad[0]}: {bad[1]}")
     return raw
+
+
+def _unusable_number(value: Any) -> tuple[str, str] | None:
+    """``(where, why)`` for the first number inside ``value`` (a field's value, lists and mappings included) that
+    cannot be used, or None: NaN and infinities, and integers beyond ``MAX_PLAN_INT``. ``where`` is the path below
+    the field (``""``, ``"[0]"``, ``".dropout"``). Iterative: plan values nest a few levels only."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{k}", v) for k, v in item.items())
+            stack.extend((f"{where} (a key)", k) for k in item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            return where, f"must be a finite number, got {item!r}"
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_PLAN_INT:
+            shown = item if item.bit_length() <= 64 else f"of {item.bit_length()} bits"
+            return where, f"integer {shown} is out of range (beyond +-2**53)"
+    return None
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters (a hostile value may be megabytes long)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"  # repr() itself refuses past 4300 digits
+    text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 100 else f"a {type(value).__name__}"
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _json_keys(value: Any, hint: Any) -> Any:

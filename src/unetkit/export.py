@@ -371,16 +371,17 @@ def check_onnx_matches_run(onnx: Path, checkpoint: Path) -> None:
     """With the export report beside the graph, refuse a graph exported from other weights than the run's.
 
     Raises:
-        ValueError: the report's ``weights_sha256`` is not that of ``checkpoint``'s weights file.
+        ValueError: the report's ``weights_sha256`` is not that of ``checkpoint``'s weights file, or the report is
+            unreadable (too large, not JSON: see :mod:`unetkit.untrusted`).
     """
-    import json
-
     from unetkit.models.base import WEIGHTS_NAME
+    from unetkit.untrusted import load_json_limited
 
     report = onnx.with_name(onnx.name + ".json")
     if not report.is_file():
         return  # a graph exported by other means: the user vouches for it
-    exported = json.loads(report.read_text()).get("weights_sha256")
+    raw = load_json_limited(report, what="export report", max_bytes=16 * 2**20)
+    exported = raw.get("weights_sha256") if isinstance(raw, dict) else None
     if exported and exported != file_sha256(checkpoint / WEIGHTS_NAME):
         raise ValueError(f"{onnx} was exported from other weights than {checkpoint} (see {report.name})")
 

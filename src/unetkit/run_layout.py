@@ -6,9 +6,8 @@ a cross-validation folder (``--fold all``) holds one run per fold, ``fold_<i>/``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from unetkit.config import Plan
@@ -20,6 +19,9 @@ MODEL_CONFIG = "config.json"  # a checkpoint folder's model config (unetkit.mode
 # The key of a checkpoint's config.json that holds its run's plan: what prediction needs (normalisation,
 # classes, tiling, TTA, the alignment shift), so that a copied ``best/`` folder predicts without its run.
 PLAN_KEY = "plan"
+# What a checkpoint's config.json may be (read_model_config): a model's options and its run's plan, a few KiB
+# (a plan's `labels_keys` may add many thousand names).
+MODEL_CONFIG_LIMITS = {"max_bytes": 16 * 2**20, "max_depth": 20}
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -53,19 +55,33 @@ def load_run_plan(run: str | Path) -> Plan:
     if not is_model_dir(run):
         return Plan.load(run / PLAN_NAME)
     config = run / MODEL_CONFIG
-    try:
-        raw = json.loads(config.read_text()).get(PLAN_KEY)
-    except (OSError, ValueError, AttributeError) as err:
-        raise ValueError(f"{config}: not a unetkit model config ({err})") from err
+    raw = read_model_config(config).get(PLAN_KEY)
     if raw is None:
         raise FileNotFoundError(
             f"{config}: this model folder carries no plan (it was saved before checkpoints carried one, or without "
             f"a training run) and {run / PLAN_NAME} does not exist; predict with its run folder instead"
         )
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config}: its plan is invalid: expected a mapping, got {type(raw).__name__}")
     try:
         return Plan.from_dict(raw)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{config}: its plan is invalid: {err}") from err
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``config.json`` as a mapping, read within :data:`MODEL_CONFIG_LIMITS`.
+
+    Raises:
+        ValueError: too large, not UTF-8 JSON, nested too deeply, or not a JSON object; the message names the file.
+    """
+    from unetkit.untrusted import load_json_limited
+
+    limits = MODEL_CONFIG_LIMITS
+    raw = load_json_limited(path, what="model config", max_bytes=limits["max_bytes"], max_depth=limits["max_depth"])
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a unetkit model config (a JSON {type(raw).__name__}, expected an object)")
+    return raw
 
 
 def fold_dir(run_dir: str | Path, fold: int) -> Path:
@@ -91,6 +107,6 @@ def is_cv_parent(path: str | Path) -> bool:
 
 
 __all__ = [
-    "CHECKPOINTS", "CV_SUMMARY", "MODEL_CONFIG", "PLAN_KEY", "PLAN_NAME", "fold_dir", "fold_runs", "is_cv_parent",
-    "is_model_dir", "is_run_dir", "load_run_plan", "weights_dir",
+    "CHECKPOINTS", "CV_SUMMARY", "MODEL_CONFIG", "MODEL_CONFIG_LIMITS", "PLAN_KEY", "PLAN_NAME", "fold_dir",
+    "fold_runs", "is_cv_parent", "is_model_dir", "is_run_dir", "load_run_plan", "read_model_config", "weights_dir",
 ]  # fmt: skip

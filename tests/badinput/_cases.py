@@ -382,6 +382,73 @@ def _post(body, *, query: str = "", content_type: str | None = "application/octe
     return call
 
 
+# -- files handed over: plans, ONNX graphs, checkpoint JSON (issue 31) -------------------------------------
+def alias_bomb_plan() -> bytes:
+    """A "billion laughs" plan: 10 levels of 9 aliases, a few hundred bytes expanding to over 4 * 10**9 nodes."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return ("\n".join(lines) + "\ntrain:\n  labels_keys: *a9\n").encode()
+
+
+def deep_json(levels: int, *, key: str = "x") -> bytes:
+    return ('{"' + key + '": ' * 1 + "[" * levels + "]" * levels + "}").encode()
+
+
+def _graph(rel: str, **kwargs):  # type: ignore[no-untyped-def]
+    """A builder: the tiny run plus a small valid ONNX graph of the contract at ``rel`` (see _onnx_graphs)."""
+    from _onnx_graphs import graph_bytes
+
+    return _with_run(_seq(_png("in/a.png", isbi_image), _write(rel, lambda ws: graph_bytes(**kwargs))))
+
+
+def _broken_graph(rel: str, edit):  # type: ignore[no-untyped-def]
+    from _onnx_graphs import graph_bytes
+
+    return _with_run(_seq(_png("in/a.png", isbi_image), _write(rel, lambda ws: edit(graph_bytes()))))
+
+
+def _corrupt(data: bytes) -> bytes:
+    """The graph's first 64 bytes inverted (the model header and the first node)."""
+    return bytes(b ^ 0xFF for b in data[:64]) + data[64:]
+
+
+def _external_graph(location: str, data_rel: str | None = None):  # type: ignore[no-untyped-def]
+    def build(ws: Workspace) -> None:
+        from _onnx_graphs import with_external_weights
+
+        ws.run()
+        save_png(ws.p("in/a.png"), isbi_image())
+        ws.p("models/x").parent.mkdir(parents=True, exist_ok=True)
+        with_external_weights(ws.root / "models" / "model.onnx", location=location,
+                              data_file=ws.root / data_rel if data_rel else None)  # fmt: skip
+        if location == "missing.bin":
+            (ws.root / "models" / "missing.bin").unlink()
+
+    return build
+
+
+def _predict_onnx(rel: str) -> tuple[str, ...]:
+    return ("predict", f"{R}/run", f"{R}/in", "--out", f"{R}/out", "--onnx", f"{R}/{rel}")
+
+
+def _train_plan(rel: str) -> tuple[str, ...]:
+    return ("train", f"{R}/nodata", "--out", f"{R}/run", "--plan", f"{R}/{rel}")
+
+
+def _config_kwarg(**changes):  # type: ignore[no-untyped-def]
+    """The tiny run with best/config.json's model kwargs changed (the JSON written as text, NaN included)."""
+
+    def build(ws: Workspace) -> None:
+        import json
+
+        run = ws.run()
+        config = json.loads((run / "best" / "config.json").read_text())
+        config["kwargs"].update(changes)
+        (run / "best" / "config.json").write_text(json.dumps(config))
+
+    return build
+
+
 def _run_path(ws: Workspace) -> None:
     ws.run()
 
@@ -449,7 +516,7 @@ CASES: list[Case] = [
     Case("train-fold-out-of-range", "train", "--folds 3 --fold 7", _nothing, 1, ("--fold", "0..2", "'7'"),
          args=("train", f"{R}/nodata", "--out", f"{R}/run", "--folds", "3", "--fold", "7")),
     Case("train-plan-not-yaml", "train", "--plan file with a YAML syntax error", _write("bad.yaml", b"train: [1, 2\n"),
-         1, ("bad.yaml", "not a readable plan"), args=("train", f"{R}/nodata", "--out", f"{R}/run", "--plan", f"{R}/bad.yaml")),
+         1, ("bad.yaml", "plan is not valid YAML"), args=("train", f"{R}/nodata", "--out", f"{R}/run", "--plan", f"{R}/bad.yaml")),
     Case("train-plan-wrong-type", "train", "--plan file with train.steps: many",
          _write("plan.yaml", b"train:\n  steps: many\n"), 1, ("plan.yaml", "train.steps", "expected int"),
          args=("train", f"{R}/nodata", "--out", f"{R}/run", "--plan", f"{R}/plan.yaml")),
@@ -467,10 +534,10 @@ CASES: list[Case] = [
          ("cannot resume", "state.json not found"), args=("train", f"{R}/nodata", "--out", f"{R}/run", "--resume")),
     Case("train-resume-corrupt-state", "train", "--resume with a state.json cut short",
          _seq(_run_state, _write("run/state.json", b'{"scalars": {"step": 3}, "tens')), 1,
-         ("state.json", "not a unetkit training state"), args=("train", f"{R}/nodata", "--out", f"{R}/run", "--resume")),
+         ("state.json", "unetkit training state"), args=("train", f"{R}/nodata", "--out", f"{R}/run", "--resume")),
     Case("train-resume-hostile-state", "train", "--resume with state.json and state tensors holding pickles",
          _seq(_run_state, _write("run/state.json", hostile_pickle), _write("run/state.safetensors.3", hostile_pickle)),
-         1, ("state.json", "not a unetkit training state"), args=("train", f"{R}/nodata", "--out", f"{R}/run", "--resume")),
+         1, ("state.json", "unetkit training state"), args=("train", f"{R}/nodata", "--out", f"{R}/run", "--resume")),
     Case("train-resume-hostile-tensors", "train", "--resume where state.safetensors.N is a pickle",
          _seq(_run_state, _write("run/state.json", b'{"scalars": {"step": 3}, "tensors": "state.safetensors.3"}'),
               _write("run/state.safetensors.3", hostile_pickle)), 1,
@@ -485,10 +552,10 @@ CASES: list[Case] = [
     Case("predict-run-without-best", "predict", "run folder without best/", _with_run(lambda ws: _rmtree(ws, "run/best")),
          1, ("config.json", "not found"), args=("predict", f"{R}/run", f"{R}/run/plan.yaml", "--out", f"{R}/out")),
     Case("predict-run-corrupt-config", "predict", "best/config.json is not JSON",
-         _with_run(_write("run/best/config.json", b"{not json")), 1, ("config.json", "not a unetkit model config"),
+         _with_run(_write("run/best/config.json", b"{not json")), 1, ("config.json", "model config is not valid JSON"),
          args=("predict", f"{R}/run", f"{R}/run/plan.yaml", "--out", f"{R}/out")),
     Case("predict-run-hostile-config", "predict", "best/config.json holds a pickle payload",
-         _with_run(_write("run/best/config.json", hostile_pickle)), 1, ("config.json", "not a unetkit model config"),
+         _with_run(_write("run/best/config.json", hostile_pickle)), 1, ("config.json", "model config is not UTF-8"),
          args=("predict", f"{R}/run", f"{R}/run/plan.yaml", "--out", f"{R}/out")),
     Case("predict-run-hostile-weights", "predict", "best/model.safetensors holds a pickle payload",
          _with_run(_write("run/best/model.safetensors", hostile_pickle)), 1,
@@ -602,7 +669,7 @@ CASES: list[Case] = [
          _write("cut.nii", lambda ws: gzip.decompress(hippo_bytes())[:20000]), 1,
          ("ValueError", "cut.nii", "unreadable image"), call=_api(_read_image("cut.nii")), max_memory_mb=64),
     Case("api-load-model-hostile-config", "api", "load_model where config.json is a pickle",
-         _with_run(_write("run/best/config.json", hostile_pickle)), 1, ("ValueError", "config.json", "not a unetkit"),
+         _with_run(_write("run/best/config.json", hostile_pickle)), 1, ("UntrustedFileError", "config.json", "model config is not"),
          call=_api(_load_model)),
     Case("api-load-model-missing-weights", "api", "load_model without model.safetensors",
          _with_run(lambda ws: (ws.root / "run/best/model.safetensors").unlink()), 1,
@@ -619,12 +686,101 @@ CASES: list[Case] = [
          _write("evil.safetensors", hostile_pickle), 1, ("ValueError", "evil.safetensors", "unreadable safetensors"),
          call=_api(_encoder_weights("evil.safetensors"))),
     Case("api-plan-json-malformed", "api", "Plan.load on broken JSON", _write("plan.json", b'{"train": {"lr": }'), 1,
-         ("ValueError", "plan.json", "not a readable plan"), call=_api(_plan_load("plan.json"))),
+         ("UntrustedFileError", "plan.json", "plan is not valid JSON"), call=_api(_plan_load("plan.json"))),
     Case("api-plan-not-utf8", "api", "Plan.load on binary bytes", _write("plan.yaml", bytes(range(256))), 1,
-         ("ValueError", "plan.yaml"), call=_api(_plan_load("plan.yaml"))),
+         ("UntrustedFileError", "plan.yaml", "not UTF-8"), call=_api(_plan_load("plan.yaml"))),
     Case("api-predictor-plan-list", "api", "Predictor.from_run where plan.yaml is a list",
          _with_run(_write("run/plan.yaml", b"- 1\n- 2\n")), 1, ("ValueError", "plan.yaml", "not a plan"),
          call=_api(_predictor_from_run)),
+    # files handed over (issue 31): plans, ONNX graphs, checkpoint JSON
+    Case("train-plan-alias-bomb", "train", "--plan with YAML aliases expanding to 4e9 nodes (billion laughs)",
+         _write("laughs.yaml", alias_bomb_plan()), 1, ("laughs.yaml", "YAML aliases", "over the limit"),
+         args=_train_plan("laughs.yaml"), subprocess=True, max_memory_mb=1024),
+    Case("train-plan-recursive-alias", "train", "--plan with an alias inside the node it names",
+         _write("loop.yaml", b"train: &t\n  labels_keys: [*t]\n"), 1, ("loop.yaml", "alias inside the node it names"),
+         args=_train_plan("loop.yaml")),
+    Case("train-plan-too-deep", "train", "--plan JSON nested 200 levels",
+         _write("deep.json", deep_json(200)), 1, ("deep.json", "plan nests", "over the limit of 16"),
+         args=_train_plan("deep.json")),
+    Case("train-plan-too-large", "train", "--plan file of 9 MiB",
+         _write("big.yaml", b"# " + b"x" * (9 * 2**20) + b"\n"), 1, ("big.yaml", "over the 8 MiB limit"),
+         args=_train_plan("big.yaml")),
+    Case("train-plan-python-tag", "train", "--plan with a !!python/object tag",
+         _write("tag.yaml", b"train: !!python/object/apply:os.system [touch PWNED]\n"), 1,
+         ("tag.yaml", "not valid YAML", "python/object"), args=_train_plan("tag.yaml")),
+    Case("train-plan-nan", "train", "--plan with infer.shift: [.nan]", _write("nan.yaml", b"infer:\n  shift: [.nan, 0]\n"),
+         1, ("nan.yaml", "infer.shift", "finite number"), args=_train_plan("nan.yaml")),
+    Case("train-plan-inf", "train", "--plan with train.ema: .inf", _write("inf.yaml", b"train:\n  ema: .inf\n"),
+         1, ("inf.yaml", "train.ema", "finite number"), args=_train_plan("inf.yaml")),
+    Case("train-plan-huge-int", "train", "--plan with train.steps: 10**30",
+         _write("steps.yaml", b"train:\n  steps: 1000000000000000000000000000000\n"), 1,
+         ("steps.yaml", "train.steps", "out of range"), args=_train_plan("steps.yaml")),
+    Case("train-plan-5000-digits", "train", "--plan with a 5000-digit integer",
+         _write("digits.json", b'{"train": {"steps": ' + b"9" * 5000 + b"}}"), 1,
+         ("digits.json", "not usable JSON", "4300 digits"), args=_train_plan("digits.json")),
+    Case("train-plan-wrong-section-type", "train", "--plan where infer is a list", _write("list.yaml", b"infer: [1, 2]\n"),
+         1, ("list.yaml", "'infer' must be a mapping"), args=_train_plan("list.yaml")),
+    Case("train-resume-deep-state", "train", "--resume with a state.json nested 200 levels",
+         _seq(_run_state, _write("run/state.json", deep_json(200, key="scalars"))), 1,
+         ("state.json", "unetkit training state nests"),
+         args=("train", f"{R}/nodata", "--out", f"{R}/run", "--resume")),
+    Case("predict-onnx-corrupt", "predict", "--onnx graph with its first 64 bytes inverted",
+         _broken_graph("model.onnx", _corrupt), 1, ("model.onnx", "not an ONNX model", "corrupt"),
+         args=_predict_onnx("model.onnx"), subprocess=True),
+    Case("predict-onnx-truncated", "predict", "--onnx graph cut in half",
+         _broken_graph("model.onnx", lambda d: d[: len(d) // 2]), 1, ("model.onnx", "not an ONNX model", "truncated"),
+         args=_predict_onnx("model.onnx")),
+    Case("predict-onnx-empty", "predict", "--onnx zero-byte file", _broken_graph("model.onnx", lambda d: b""), 1,
+         ("model.onnx", "no graph nodes"), args=_predict_onnx("model.onnx")),
+    Case("predict-onnx-png", "predict", "--onnx a PNG renamed model.onnx (real ISBI slice)",
+         _broken_graph("model.onnx", lambda d: isbi_bytes()), 1, ("model.onnx", "not an ONNX model"),
+         args=_predict_onnx("model.onnx")),
+    Case("predict-onnx-external-outside", "predict", "--onnx graph whose weights are '../outside.bin'",
+         _external_graph("../outside.bin"), 1, ("model.onnx", "'../outside.bin'", "leads outside"),
+         args=_predict_onnx("models/model.onnx")),
+    Case("predict-onnx-external-absolute", "predict", "--onnx graph whose weights are an absolute path",
+         _external_graph("/etc/passwd", data_rel="models/unused.bin"), 1, ("model.onnx", "'/etc/passwd'", "absolute"),
+         args=_predict_onnx("models/model.onnx")),
+    Case("predict-onnx-external-missing", "predict", "--onnx graph whose external weights file is missing",
+         _external_graph("missing.bin"), 1, ("model.onnx", "'missing.bin'", "not found"),
+         args=_predict_onnx("models/model.onnx")),
+    Case("predict-onnx-external-beside", "predict", "--onnx graph with its weights in a file beside it (accepted)",
+         _external_graph("weights.bin"), 0, ("a.png ->",), args=_predict_onnx("models/model.onnx"),
+         creates=("out/*",)),
+    Case("predict-onnx-wrong-channels", "predict", "--onnx graph taking 3 channels, run has 1",
+         _graph("model.onnx", channels=3), 1, ("model.onnx", "3 input channel(s)", "has 1"),
+         args=_predict_onnx("model.onnx")),
+    Case("predict-onnx-wrong-input", "predict", "--onnx graph whose input is not named 'image'",
+         _broken_graph("model.onnx", lambda d: d.replace(b"image", b"input")), 1,
+         ("model.onnx", "input 'image'", "['input']"), args=_predict_onnx("model.onnx")),
+    Case("predict-onnx-foreign-producer", "predict", "--onnx graph from an unknown producer (warned, run)",
+         _graph("model.onnx", producer="somebody"), 0, ("warning", "model.onnx", "written by 'somebody'"),
+         args=_predict_onnx("model.onnx"), creates=("out/*",), subprocess=True),
+    Case("predict-onnx-corrupt-report", "predict", "--onnx graph beside a model.onnx.json that is not JSON",
+         _seq(_graph("model.onnx"), _write("model.onnx.json", b"{weights")), 1,
+         ("model.onnx.json", "export report is not valid JSON"), args=_predict_onnx("model.onnx")),
+    Case("evaluate-onnx-wrong-classes", "evaluate", "--onnx graph with 5 classes, run has 2",
+         _seq(isbi_pairs, _graph("model.onnx", classes=5)), 1, ("model.onnx", "5 output class(es)", "has 2"),
+         args=("evaluate", f"{R}/run", f"{R}/data", "--out", f"{R}/eval", "--onnx", f"{R}/model.onnx")),
+    Case("serve-onnx-truncated", "serve", "--onnx graph cut to 100 bytes",
+         _broken_graph("model.onnx", lambda d: d[:100]), 1, ("model.onnx", "not an ONNX model"),
+         args=("serve", f"{R}/run", "--port", "0", "--onnx", f"{R}/model.onnx")),
+    Case("predict-config-too-deep", "predict", "best/config.json nested 200 levels",
+         _with_run(_write("run/best/config.json", deep_json(200))), 1, ("config.json", "model config nests"),
+         args=("predict", f"{R}/run", f"{R}/run/plan.yaml", "--out", f"{R}/out")),
+    Case("predict-config-list", "predict", "best/config.json is a JSON list",
+         _with_run(_write("run/best/config.json", b"[1, 2]")), 1, ("config.json", "a JSON list, expected an object"),
+         args=("predict", f"{R}/run", f"{R}/run/plan.yaml", "--out", f"{R}/out")),
+    Case("api-load-model-nan-kwarg", "api", "load_model where config.json's dropout is NaN",
+         _config_kwarg(dropout=float("nan")), 1, ("ValueError", "config.json", "model.kwargs.dropout", "finite"),
+         call=_api(_load_model)),
+    Case("api-load-model-huge-width", "api", "load_model where config.json's width is 2**60",
+         _config_kwarg(width=2**60), 1, ("ValueError", "config.json", "model.kwargs.width", "out of range"),
+         call=_api(_load_model)),
+    Case("api-model-folder-plan-not-mapping", "api", "Predictor.from_run on a model folder whose config.json plan is a string",
+         _with_run(lambda ws: _plan_in_config(ws, "oops")), 1, ("ValueError", "config.json", "its plan is invalid"),
+         call=_api(lambda ws: __import__("unetkit.infer.predictor", fromlist=["Predictor"]).Predictor.from_run(
+             ws.root / "run" / "best", fast=False))),
 ]
 
 
@@ -632,6 +788,13 @@ def _rmtree(ws: Workspace, rel: str) -> None:
     import shutil
 
     shutil.rmtree(ws.root / rel)
+
+
+def _plan_in_config(ws: Workspace, plan: object) -> None:
+    import json
+
+    path = ws.root / "run" / "best" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "plan": plan}))
 
 
 def _truncate(ws: Workspace, rel: str) -> None:

@@ -384,3 +384,9 @@ def run_service(example, folder: Path) -> None:  # type: ignore[no-untyped-def]
 SERVICE = Target("service", requests(), run_service)
 
 TARGETS = {t.name: t for t in (READER, MASKS, PLANS, SERVICE)}
+
+# The targets of handed-over files (plans that expand, ONNX graphs, checkpoint JSON) live in _handed.py, which
+# imports the mutations above: registered last, once everything it needs is defined.
+from _handed import HANDED  # noqa: E402
+
+TARGETS.update(HANDED)

@@ -20,11 +20,12 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from unetkit.untrusted import MiB, UntrustedFileError, load_json_limited
 
 BACKEND_CHOICES = ("auto", "torch", "onnx", "int8")
 GRAPH_NAME = "model.onnx"
@@ -99,9 +100,9 @@ def graph_matches(graph: Path, weights: Path) -> bool:
     report = graph.with_name(graph.name + ".json")
     if not graph.is_file() or not report.is_file():
         return False
-    try:
-        facts = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    try:  # a report that cannot be read as one makes the graph stale, never an error
+        facts = load_json_limited(report, what="ONNX export report", max_bytes=4 * MiB)
+    except UntrustedFileError:
         return False
     if not isinstance(facts, dict) or facts.get("unetkit_version") != __version__:
         return False

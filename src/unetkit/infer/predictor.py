@@ -80,8 +80,7 @@ class Predictor:
         self._onnx = None
         if backend == "onnx":
             self.model, self.amp_dtype, self.layout = model.eval(), None, None
-            self.precision = _onnx_precision(onnx_path)
-            self._onnx = _onnx_runner(model, plan, self.infer, onnx_path)
+            self.precision, self._onnx = _onnx_runner(model, plan, self.infer, onnx_path)
         else:
             self.model, self.precision = prepare_for_inference(
                 model, spatial_dims=self.spatial_dims, fast=fast, device=self.device, precision=self.infer.precision
@@ -273,18 +272,32 @@ def blended_probabilities(
 
 
 def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_path: str | Path | None):  # type: ignore[no-untyped-def]
-    """An ONNX Runtime tile runner for ``onnx_path``, or for ``model`` exported to a temporary file."""
+    """``(precision, ONNX Runtime tile runner)`` for the graph ``onnx_path`` (read as a file that may come from
+    someone else, and held to ``model``'s channels and classes), or for ``model`` exported to a temporary file."""
     import tempfile
 
-    from unetkit.infer.onnx_backend import OnnxTileRunner, export_pipeline
+    from unetkit.infer.onnx_backend import (
+        OnnxTileRunner,
+        check_graph_contract,
+        export_pipeline,
+        load_onnx_graph,
+    )
 
     if onnx_path is not None:
-        return OnnxTileRunner(onnx_path)
+        graph = load_onnx_graph(onnx_path)
+        in_channels, classes = _run_channels(model, plan)
+        check_graph_contract(graph, path=onnx_path, in_channels=in_channels, classes=classes,
+                             spatial_dims=plan.data.spatial_dims)  # fmt: skip
+        quantized = any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
+        precision = PrecisionChoice(requested="int8" if quantized else "fp32", dtype=None, layout=None,
+                                    reason=f"ONNX Runtime graph {Path(onnx_path).name}")  # fmt: skip
+        return precision, OnnxTileRunner(onnx_path, graph=graph)
+    precision = PrecisionChoice(requested="fp32", dtype=None, layout=None, reason="ONNX Runtime graph, exported now")
     with tempfile.TemporaryDirectory(prefix="unetkit_onnx_") as tmp:
         path = Path(tmp) / "model.onnx"
         channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
         export_pipeline(model, path, in_channels=channels, tile_size=infer.tile_size)
-        return OnnxTileRunner(path)  # the session holds the graph in memory; the file may go
+        return precision, OnnxTileRunner(path)  # the session holds the graph in memory; the file may go
 
 
 def _cached_graph(model: torch.nn.Module, plan: Plan, weights: Path) -> Path:
@@ -295,15 +308,14 @@ def _cached_graph(model: torch.nn.Module, plan: Plan, weights: Path) -> Path:
     return cached_graph(weights, export=lambda path: export_run_graph(model, plan, weights=weights, out=path))
 
 
-def _onnx_precision(onnx_path: str | Path | None) -> PrecisionChoice:
-    """What an ONNX graph computes in: int8 when it holds quantisation nodes (``unetkit export --int8``), else fp32."""
-    if onnx_path is None:
-        return PrecisionChoice(requested="fp32", dtype=None, layout=None, reason="ONNX Runtime graph, exported now")
-    import onnx
+def _run_channels(model: torch.nn.Module, plan: Plan) -> tuple[int, int | None]:
+    """``(input channels, classes)`` of the run's model: its typed config (the loaded model's, else the plan's);
+    classes None for a model without one (a user's own registered model)."""
+    from unetkit.model_config import SegModelConfig
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    quantized = any(node.op_type == "QuantizeLinear" for node in graph.node)
-    name = Path(onnx_path).name
-    if quantized:
-        return PrecisionChoice(requested="int8", dtype=None, layout=None, reason=f"ONNX Runtime graph {name}")
-    return PrecisionChoice(requested="fp32", dtype=None, layout=None, reason=f"ONNX Runtime graph {name}")
+    config = getattr(model, "config", None)
+    if not isinstance(config, SegModelConfig):
+        config = plan.model.typed()
+    if config is None:
+        return plan.data.in_channels, None
+    return config.in_channels, config.classes

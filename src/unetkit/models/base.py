@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from unetkit._io import atomic_path, write_text_atomic
+from unetkit.config import ModelConfig
 from unetkit.model_config import SegModelConfig
 from unetkit.models.blocks import ConvBlock, UpSample, conv_nd
 from unetkit.models.encoders.base import Encoder
@@ -246,16 +247,13 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: a saved model needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        config = json.loads(config_path.read_text())
-        name, kwargs, version = config["name"], config["kwargs"], int(config["format_version"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{config_path}: not a unetkit model config ({err})") from err
+    name, kwargs, version = _model_entry(config_path)
     if version > CHECKPOINT_FORMAT_VERSION:
         raise ValueError(
             f"{config_path}: format version {version} is newer than this unetkit reads ({CHECKPOINT_FORMAT_VERSION})"
         )
     try:
+        ModelConfig(name=name, kwargs=kwargs).typed()  # a built-in model's options: types, finite numbers
         model = registry.build(name, **kwargs)
     except (TypeError, ValueError, KeyError, RuntimeError) as err:  # unknown name or keyword, a refused value
         reason = err.args[0] if isinstance(err, KeyError) and err.args else err
@@ -273,6 +271,24 @@ def load_model(directory: str | os.PathLike[str], *, device: str | torch.device 
             f"{weights_path}: weights do not fit the model; missing {missing[:10]}, unexpected {unexpected[:10]}"
         )
     return model.to(device)
+
+
+def _model_entry(config_path: Path) -> tuple[str, dict[str, Any], int]:
+    """``(name, kwargs, format_version)`` of a checkpoint's ``config.json``, each of its type.
+
+    Raises:
+        ValueError: the file is unreadable (:func:`unetkit.run_layout.read_model_config`), or an entry is
+            missing or of the wrong type; the message names the file.
+    """
+    from unetkit.run_layout import read_model_config
+
+    config = read_model_config(config_path)
+    name, kwargs, version = config.get("name"), config.get("kwargs"), config.get("format_version")
+    if not isinstance(name, str) or not isinstance(kwargs, dict) or not isinstance(version, int):
+        found = {k: type(config.get(k)).__name__ for k in ("name", "kwargs", "format_version")}
+        raise ValueError(f"{config_path}: not a unetkit model config (expected name: str, kwargs: object, "
+                         f"format_version: int; found {found})")
+    return name, kwargs, version
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
