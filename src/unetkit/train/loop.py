@@ -314,7 +314,9 @@ def _evaluate_and_checkpoint(
     if cfg.time_budget_s and not state.finished():
         # The alignment step after the loop costs about one more evaluation: keep time for it.
         reserve = state.eval_s / state.evals if cfg.align and val_set else 0.0
-        state.total_steps = state.re_estimate(budget_s=cfg.time_budget_s - reserve)
+        # An evaluation dearer than the whole budget (a busy machine, a tiny budget) leaves no time: end after the
+        # next step rather than pass a budget <= 0 on.
+        state.total_steps = state.re_estimate(budget_s=max(cfg.time_budget_s - reserve, 1e-3))
         if not cfg.val_every:  # a first estimate made while loader workers started can be far too low
             state.val_every = max(state.val_every, default_val_every(state.total_steps))
     save_training_state(
