@@ -18,8 +18,10 @@ LOADED = re.compile(r"<(?:script|img|link|iframe|source|video|audio)\b[^>]*\b(?:
 
 
 def _text(page: Path) -> str:
-    """A built page's text as a reader sees it (tags dropped, entities decoded)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
+    """A built page's text as a reader sees it (tags dropped, entities decoded), without its code blocks: the
+    usage lines argparse prints name every option, so only the tables and prose count as documenting one."""
+    text = re.sub(r"<pre\b.*?</pre>", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
 def missing_options(text: str, options: list[tuple[str, str]]) -> list[str]:
