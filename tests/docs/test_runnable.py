@@ -1,7 +1,8 @@
 """Every code block marked runnable in the docs runs, on the real shared data, as a reader would run it.
 
-``<!-- runnable -->`` blocks run here with each training budget cut to 30 s (the getting-started path: about
-1.5 minutes on an idle 2-core CPU, 3.5 on a busy one); ``<!-- runnable slow -->`` blocks (the tutorials) run with ``-m slow``, with budgets
+``<!-- runnable -->`` blocks run here with each training budget replaced by 20 training steps (the getting-started
+path: a step count, so the run is the same on a busy machine; about 1.5 minutes on an idle 2-core CPU);
+``<!-- runnable slow -->`` blocks (the tutorials) run with ``-m slow``, with budgets
 as written. A page's blocks share one folder and one shell, in order.
 """
 
@@ -15,7 +16,7 @@ import pytest
 from _docs import DATASETS, Block, run_page, runnable_blocks, shorten_budgets
 
 BLOCKS = runnable_blocks()
-CI_BUDGET = "30s"
+CI_STEPS = 20
 
 
 def _pages(slow: bool) -> list[tuple[str, list[Block]]]:
@@ -23,10 +24,10 @@ def _pages(slow: bool) -> list[tuple[str, list[Block]]]:
     return [(page, list(blocks)) for page, blocks in groupby(chosen, key=lambda b: b.page)]
 
 
-def _run(page: str, blocks: list[Block], workdir: Path, *, budget: str | None) -> None:
+def _run(page: str, blocks: list[Block], workdir: Path, *, steps: int | None) -> None:
     if not DATASETS.is_dir():
         pytest.skip(f"real datasets not found at {DATASETS}")
-    done = run_page(blocks, workdir=workdir, budget=budget)
+    done = run_page(blocks, workdir=workdir, steps=steps)
     assert done.returncode == 0, f"{page}: a runnable block failed after {done.seconds:.0f} s:\n{done.output[-4000:]}"
     if os.environ.get("UNETKIT_DOCS_TIMES"):  # the wall time a page's commands took, for its note
         with open(os.environ["UNETKIT_DOCS_TIMES"], "a", encoding="utf-8") as f:
@@ -40,7 +41,8 @@ def test_there_are_runnable_blocks_of_both_kinds() -> None:
 
 def test_budgets_are_shortened_for_ci() -> None:
     code = "unetkit train a --time-budget 5m --out r\nunetkit plan a --time-budget 10m"
-    assert shorten_budgets(code, "20s") == "unetkit train a --time-budget 20s --out r\nunetkit plan a --time-budget 20s"
+    fixed = "--set train.time_budget_s=null --set train.steps=20"
+    assert shorten_budgets(code, 20) == f"unetkit train a {fixed} --out r\nunetkit plan a {fixed}"
 
 
 def test_a_failing_block_fails_the_page(tmp_path: Path) -> None:
@@ -53,10 +55,10 @@ def test_a_failing_block_fails_the_page(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("page", "blocks"), _pages(slow=False), ids=[p for p, _ in _pages(slow=False)])
 def test_page_runs(page: str, blocks: list[Block], tmp_path: Path) -> None:
-    _run(page, blocks, tmp_path, budget=CI_BUDGET)
+    _run(page, blocks, tmp_path, steps=CI_STEPS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("page", "blocks"), _pages(slow=True), ids=[p for p, _ in _pages(slow=True)])
 def test_tutorial_runs(page: str, blocks: list[Block], tmp_path: Path) -> None:
-    _run(page, blocks, tmp_path, budget=None)
+    _run(page, blocks, tmp_path, steps=None)
