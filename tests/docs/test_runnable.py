@@ -1,7 +1,8 @@
 """Every code block marked runnable in the docs runs, on the real shared data, as a reader would run it.
 
-``<!-- runnable -->`` blocks run here with each training budget replaced by 20 training steps (the getting-started
-path: a step count, so the run is the same on a busy machine; about 1.5 minutes on an idle 2-core CPU);
+``<!-- runnable -->`` blocks run here with each training budget replaced by 10 training steps (the getting-started
+path: a step count, so the run is the same on a busy machine; estimated 1-1.5 minutes on an idle 2-core CPU,
+not measured: the machine this was written on was saturated, 25 s per step);
 ``<!-- runnable slow -->`` blocks (the tutorials) run with ``-m slow``, with budgets
 as written. A page's blocks share one folder and one shell, in order.
 """
@@ -16,7 +17,7 @@ import pytest
 from _docs import DATASETS, Block, run_page, runnable_blocks, shorten_budgets
 
 BLOCKS = runnable_blocks()
-CI_STEPS = 20
+CI_STEPS = 10
 
 
 def _pages(slow: bool) -> list[tuple[str, list[Block]]]:
