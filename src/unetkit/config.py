@@ -34,7 +34,15 @@ PLAN_FORMAT_VERSION = 1
 
 @dataclass
 class ModelConfig:
-    """Which registered model to build and with which keyword arguments (``create_model(name, **kwargs)``)."""
+    """Which registered model to build and with which keyword arguments (``create_model(name, **kwargs)``).
+
+    Attributes:
+        name: registered model name (``unet``, ``unetplusplus``, ``attention_unet``, ``diffusion_unet``; see
+            ``unetkit.list_models()``).
+        kwargs: the model's options (for the built-in U-Nets the fields of
+            :class:`unetkit.model_config.SegModelConfig`), checked against its typed config when the plan is read.
+        reason: why the planner chose this model and encoder, in words (informational; empty for hand-written plans).
+    """
 
     name: str = "unet"
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +73,47 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """How a run trains: patches, optimiser, schedule, budget, validation and the labelled subset.
+
+    Attributes:
+        patch_size: side lengths of the random training patches, one per spatial axis (pixels or voxels).
+        batch_size: patches per optimiser step (per process under ``torchrun``).
+        optimizer: ``adamw`` or ``sgd`` (Nesterov, momentum 0.99).
+        lr: peak learning rate of the decoder and head (and of the encoder when ``encoder_lr_scale`` is 1).
+        encoder_lr_scale: the encoder learns at ``lr * encoder_lr_scale``; below 1 keeps a pretrained encoder's
+            features (the planner writes 0.333 with the ImageNet encoder).
+        weight_decay: the optimiser's weight decay.
+        schedule: learning-rate schedule after warm-up: ``cosine``, ``poly`` or ``constant``.
+        warmup_steps: steps of linear warm-up from 0 to ``lr``.
+        steps: number of optimiser steps when no time budget is given (an upper bound otherwise).
+        time_budget_s: wall-clock budget of the training in seconds (``--time-budget``); it is turned into a step
+            count after a short calibration and re-estimated after each evaluation. None = train ``steps`` steps.
+        loss: ``dice_ce`` (default), ``dice``, ``ce``, ``focal``, ``tversky``, ``focal_tversky``, ``dice_focal``,
+            ``skeleton_recall`` or ``dice_ce_skeleton``.
+        augmentation: preset of paired augmentations: ``default``, ``microscopy``, ``medical``, ``aerial``,
+            ``industrial`` or ``none`` (the planner picks one from the data).
+        foreground_fraction: share of patches centred on a foreground pixel (the rest are drawn uniformly).
+        grad_clip: largest gradient norm (0 = no clipping).
+        ema: decay of an exponential moving average of the weights (e.g. 0.99; warmed up), or None for none.
+        precision: ``auto`` (bf16 autocast only where the CPU has native bf16, fp16 on CUDA), ``fp32``, ``bf16``
+            or ``fp16`` (CUDA).
+        workers: batch-building worker processes; 0 builds batches in the training process (the CPU default: a
+            worker would take the cores the model uses).
+        val_every: steps between evaluations on the validation part (0 = about eight evaluations per run).
+        val_fraction: share of the training images (by group) held back for validation.
+        folds: k of a group-aware k-fold split (0 = off: one ``val_fraction`` split).
+        fold: which fold is the validation part when ``folds >= 2``.
+        early_stop_patience: stop after this many evaluations without improvement (None = never).
+        align: after training, move predictions by the sub-pixel shift that best fits the validation labels if
+            it wins clearly (written to ``infer.shift``; see ``unetkit.infer.alignment``).
+        seed: seed of the initialisation, the split and the batches (the batch of step s is a pure function of
+            the seed and s).
+        labels: train on this many cases of the training side, drawn with ``labels_seed`` (0 = all); the
+            validation part is split first, so it is the same whatever the subset.
+        labels_seed: seed of the ``labels`` draw (nested: the first 20 of seed s are among its first 40).
+        labels_keys: exactly these training cases (``train --labels-file``); overrides ``labels``.
+    """
+
     patch_size: list[int] = field(default_factory=lambda: [256, 256])
     batch_size: int = 4
     optimizer: str = "adamw"
@@ -116,6 +165,23 @@ class TrainConfig:
 
 @dataclass
 class InferConfig:
+    """How a run predicts: the sliding window, test-time augmentation, thresholds and precision.
+
+    Attributes:
+        tile_size: side lengths of the sliding window, one per spatial axis.
+        overlap: fraction by which neighbouring tiles overlap, in [0, 1).
+        blend: how overlapping tiles are merged: ``gaussian`` (centre-weighted) or ``constant``.
+        tta: test-time augmentation: ``none`` (1 pass), ``flips`` (4 in 2D, 8 in 3D), ``d4`` (8) or
+            ``d4+scales`` (24).
+        batch_size: tiles per forward pass.
+        threshold: foreground probability above which a pixel is foreground (binary tasks).
+        min_size: predicted connected components smaller than this many pixels are removed (0 = keep all).
+        precision: ``auto`` | ``fp32`` | ``bf16`` (| ``fp16`` on CUDA) for the torch fast path: auto = bf16 only
+            where it is native (``unetkit.precision.choose_precision``); fp32 for exact comparisons.
+        shift: pixels to move the probabilities by, per spatial axis (``[]`` = none); set by training's
+            alignment step.
+    """
+
     tile_size: list[int] = field(default_factory=lambda: [256, 256])
     overlap: float = 0.5
     blend: str = "gaussian"
@@ -136,6 +202,19 @@ class InferConfig:
 
 @dataclass
 class Plan:
+    """Everything a run needs: how to read the data, which model, how to train, how to predict.
+
+    ``unetkit plan`` writes one from a dataset's fingerprint; ``unetkit train`` saves it as ``RUN/plan.yaml``;
+    ``--set section.field=value`` changes one field (:func:`apply_overrides`).
+
+    Attributes:
+        data: how the dataset's files become images and masks (:class:`unetkit.data.options.DataConfig`).
+        model: which model and its options.
+        train: how to train.
+        infer: how to predict.
+        format_version: version of the plan format (a newer one than this unetkit understands is refused).
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -35,6 +35,7 @@ class SegModelConfig:
         input_skip: backbones whose shallowest feature is strided (timm: reduction 2) have no skip at full
             resolution; with ``input_skip`` the image itself joins the last upsampling stage there, which is
             what thin structures (membranes, vessels, cracks) need to keep sharp boundaries.
+        extra: free-form entries kept with the config (saved and reloaded; no built-in model reads them).
     """
 
     in_channels: int = 1

@@ -27,7 +27,10 @@ def ce_loss(
     """Cross-entropy (softmax outputs) or binary cross-entropy (sigmoid outputs), averaged over valid pixels.
 
     Args:
-        logits / target / task / ignore_index: see the module docstring.
+        logits: ``(N, C, *spatial)`` raw scores.
+        target: class indices ``(N, *spatial)`` or, for sigmoid outputs, floats (see :mod:`unetkit.losses`).
+        task: ``binary`` | ``multiclass`` | ``multilabel``.
+        ignore_index: target value that contributes nothing.
         class_weights: ``C`` non-negative values. Softmax: PyTorch ``CrossEntropyLoss(weight=...)`` semantics,
             i.e. ``sum(w[y] * nll) / sum(w[y])`` over valid pixels. Sigmoid: per-channel ``pos_weight`` of
             ``BCEWithLogitsLoss`` (scales the positive term), averaged over valid elements.

@@ -58,6 +58,8 @@ CALIBRATION_STEPS = 8
 
 @dataclass
 class TrainResult:
+    """What :func:`train` did: where, how many steps, the best validation score, seconds, precision."""
+
     run_dir: Path
     steps: int
     best_score: float
@@ -77,10 +79,32 @@ def train(
     device: str = "cpu",
     loaded: list[LoadedSample] | None = None,
 ) -> TrainResult:
-    """Train ``plan`` into ``run_dir``; ``stop_after`` ends early after that many steps (for tests).
+    """Train ``plan`` into ``run_dir`` (what ``unetkit train`` runs; under ``torchrun``, one process of a DDP run).
 
-    ``loaded``: the dataset already read by a passed check (see :func:`unetkit.train.setup.load_examples`,
-    which empties the list); by default the data ``plan.data`` names is checked and read here.
+    Example:
+        >>> from unetkit.config import Plan
+        >>> plan = Plan.load("plan.yaml")            # written by `unetkit plan DATA --out plan.yaml`
+        >>> result = train(plan, "runs/em")          # doctest: +SKIP
+        >>> result.steps, result.best_score          # doctest: +SKIP
+
+    Args:
+        plan: the full plan (data, model, train, infer); saved as ``run_dir/plan.yaml``.
+        run_dir: the run folder to write (layout in :mod:`unetkit.config`).
+        resume: continue the run saved in ``run_dir`` (bit-identical to an uninterrupted run).
+        overwrite: replace a run already in ``run_dir``.
+        stop_after: end early after that many steps (for tests).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        loaded: the dataset already read by a passed check (see :func:`unetkit.train.setup.load_examples`,
+            which empties the list); by default the data ``plan.data`` names is checked and read here.
+
+    Returns:
+        The steps done, the best validation score, the seconds spent, the precision trained in and the
+        alignment step's result.
+
+    Raises:
+        FileExistsError: ``run_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
+        FileNotFoundError: ``resume`` without a saved state in ``run_dir``.
+        ValueError: the dataset has errors (as ``unetkit check`` reports them) or the plan does not fit it.
     """
     cfg = plan.train
     ctx = distributed.context_from_env()

