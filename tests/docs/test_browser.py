@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from _docs import REPO
 from PIL import Image
 
-CHROMIUM = Path("/usr/bin/chromium")
+from _browser import CHROMIUM, sync_playwright_or_skip
+
 ARTIFACTS = REPO / "tests" / "artifacts" / "docs"
 PAGES = {
     "home": ("index.html", "unetkit"),
@@ -45,19 +44,8 @@ def _serving(folder: Path) -> Iterator[str]:
         server.server_close()
 
 
-def _playwright():  # type: ignore[no-untyped-def]
-    if os.environ.get("CI") == "true":
-        assert CHROMIUM.exists(), f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package"
-        from playwright.sync_api import sync_playwright
-    else:
-        if not CHROMIUM.exists():
-            pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); CI installs it and runs this test")
-        sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    return sync_playwright
-
-
 def test_three_pages_load_with_no_failed_request(site: Path, tmp_path: Path) -> None:
-    sync_playwright = _playwright()
+    sync_playwright = sync_playwright_or_skip()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with _serving(site) as base, sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(

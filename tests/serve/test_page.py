@@ -17,14 +17,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from _serve_helpers import DATA, make_run, need, service_for, serving
 from PIL import Image
 
+from _browser import CHROMIUM, sync_playwright_or_skip
 from unetkit.config import Plan
 from unetkit.infer.overlay import class_colour
 
-CHROMIUM = Path("/usr/bin/chromium")
 SLICE = DATA / "isbi2012_em_membrane" / "images" / "7.png"
 
 # The drop zone's box and every element outside it that shows text of its own, with its box (both from
@@ -43,17 +42,6 @@ TEXT_BOXES_JS = """() => {
 }"""
 
 
-def _browser_or_skip():  # type: ignore[no-untyped-def]
-    if os.environ.get("CI") == "true":
-        assert CHROMIUM.exists(), f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package"
-        from playwright.sync_api import sync_playwright
-    else:
-        if not CHROMIUM.exists():
-            pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); CI installs it and runs this test")
-        sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    return sync_playwright
-
-
 def _overlaps(a: dict, b: dict) -> bool:
     return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
 
@@ -67,7 +55,7 @@ def _no_text_over_the_drop_zone(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_the_page_segments_an_uploaded_slice(tmp_path: Path) -> None:
-    sync_playwright = _browser_or_skip()
+    sync_playwright = sync_playwright_or_skip()
     run = make_run(tmp_path / "run", tile=128, overlap=0.25, tta="flips")
     plan = Plan.load(run / "plan.yaml")
     plan.data.classes = ["background", "membrane"]
