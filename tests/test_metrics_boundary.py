@@ -107,7 +107,7 @@ def test_shift_consistency_of_an_equivariant_and_of_a_position_bound_predictor()
 
 
 def test_bootstrap_of_a_constant_and_of_a_normal_sample() -> None:
-    assert bootstrap_mean([0.7] * 5) == Interval(0.7, pytest.approx(0.7), pytest.approx(0.7))  # type: ignore[arg-type]
+    assert bootstrap_mean([0.7] * 5) == Interval(0.7, pytest.approx(0.7), pytest.approx(0.7), n=5)  # type: ignore[arg-type]
     x = np.random.default_rng(1).normal(0.5, 0.1, size=400)
     ci = bootstrap_mean(x, seed=3)
     half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)  # the normal-theory half width the bootstrap approximates
@@ -126,8 +126,12 @@ def test_paired_difference_finds_a_constant_shift_and_not_noise() -> None:
     noise = np.tile([0.05, -0.05], 15)  # the differences average exactly 0
     flat = paired_difference(base, base + noise)
     assert flat.mean == pytest.approx(0.0, abs=1e-12) and flat.low < 0 < flat.high and not flat.significant
-    assert describe_difference("U-Net++ vs U-Net", "boundary F1", Interval(0.012, -0.004, 0.027)) == (
+    assert describe_difference("U-Net++ vs U-Net", "boundary F1", Interval(0.012, -0.004, 0.027, n=30)) == (
         "U-Net++ vs U-Net: boundary F1 +0.012 [-0.004, +0.027], not significant at 95%"
     )
+    # Below MIN_IMAGES_FOR_VERDICT images even an interval that excludes 0 gives no verdict.
+    few = paired_difference(base[:4], base[:4] + 0.1)
+    assert few.low > 0 and not few.significant
+    assert describe_difference("b vs a", "Dice", few).endswith("too few images (4) to tell")
     with pytest.raises(ValueError, match="same images"):
         paired_difference([0.1, 0.2], [0.1])

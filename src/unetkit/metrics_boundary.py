@@ -43,6 +43,8 @@ from scipy import ndimage
 from unetkit.metrics import dice_per_class, surface
 
 BOOTSTRAP_RESAMPLES = 10_000
+# Fewer images than this and the bootstrap's interval is too coarse to settle a sign: no verdict is given.
+MIN_IMAGES_FOR_VERDICT = 5
 DEFAULT_TOLERANCE_PX = 2.0
 
 
@@ -146,11 +148,13 @@ class Interval:
     mean: float
     low: float
     high: float
+    n: int = 0  # images resampled
 
     @property
     def significant(self) -> bool:
-        """Whether the interval excludes 0 (for a difference: the sign is settled at this level)."""
-        return self.low > 0 or self.high < 0
+        """Whether the interval excludes 0 (for a difference: the sign is settled at this level), from at least
+        :data:`MIN_IMAGES_FOR_VERDICT` images."""
+        return self.n >= MIN_IMAGES_FOR_VERDICT and (self.low > 0 or self.high < 0)
 
 
 def bootstrap_mean(values: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
@@ -169,7 +173,7 @@ def bootstrap_mean(values: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMP
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(mean=float(x.mean()), low=float(low), high=float(high))
+    return Interval(mean=float(x.mean()), low=float(low), high=float(high), n=int(x.size))
 
 
 def paired_difference(base: Sequence[float], other: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -188,12 +192,15 @@ def paired_difference(base: Sequence[float], other: Sequence[float], *, resample
 
 def describe_difference(label: str, metric: str, diff: Interval, *, level: float = 0.95) -> str:
     """``"U-Net++ vs U-Net: boundary F1 +0.012 [-0.004, +0.027], not significant"``."""
-    verdict = "significant" if diff.significant else "not significant"
-    return f"{label}: {metric} {diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}], {verdict} at {level:.0%}"
+    if diff.n < MIN_IMAGES_FOR_VERDICT:
+        verdict = f"too few images ({diff.n}) to tell"
+    else:
+        verdict = ("significant" if diff.significant else "not significant") + f" at {level:.0%}"
+    return f"{label}: {metric} {diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}], {verdict}"
 
 
 __all__ = [
-    "BOOTSTRAP_RESAMPLES", "DEFAULT_TOLERANCE_PX", "Interval", "bootstrap_mean", "boundary_f1",
+    "BOOTSTRAP_RESAMPLES", "DEFAULT_TOLERANCE_PX", "MIN_IMAGES_FOR_VERDICT", "Interval", "bootstrap_mean", "boundary_f1",
     "boundary_f1_labels", "describe_difference", "label_dice", "paired_difference", "shift_consistency",
     "view_agreement",
 ]  # fmt: skip
