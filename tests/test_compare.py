@@ -103,3 +103,37 @@ def test_a_short_study_reports_every_metric_and_resumes(
     assert weights.stat().st_mtime_ns == before
     again = json.loads((out / "report.json").read_text())
     assert again["per_image"]["unet"]["none"][0]["dice"] == report["per_image"]["unet"]["none"][0]["dice"]
+
+
+def test_the_report_of_hand_made_scores(tmp_path: Path) -> None:
+    from unetkit.compare.report import write_report
+    from unetkit.compare.scoring import Scores
+
+    def rows(dice: list[float], agreement: float | None, seconds: float) -> list[dict[str, float | None]]:
+        return [{"dice": d, "boundary_f1": d / 2, "hd95": 10 * (1 - d), "view_agreement": agreement,
+                 "shift_consistency": 0.9, "seconds_per_image": seconds} for d in dice]  # fmt: skip
+
+    base = [0.5, 0.6, 0.7, 0.8, 0.9, 0.6]
+    scores = Scores(keys=[f"img{i}" for i in range(6)], held_out="six hand-made images", rows={
+        "unet": {"none": rows(base, None, 1.0), "flips": rows(base, 0.8, 4.0)},
+        "unetplusplus": {"none": rows([d + 0.1 for d in base], None, 2.0), "flips": rows(base, 0.9, 8.0)},
+    })  # fmt: skip
+    options = {"models": ["unet", "unetplusplus"], "tta": ["none", "flips"], "time_budget_s": 60.0, "folds": 0,
+               "tolerance": 2.0, "shifts": [1]}  # fmt: skip
+    report = write_report(tmp_path, scores, options=options)
+    assert report["summary"]["unet"]["none"]["dice"]["mean"] == pytest.approx(np.mean(base))
+    assert report["summary"]["unet"]["none"]["view_agreement"] is None
+    diffs = {(d["model"], d["tta"], d["metric"]): d for d in report["differences"]["vs_first_model"]}
+    up = diffs[("unetplusplus", "none", "boundary_f1")]  # +0.05 on every image
+    assert (up["mean"], up["low"], up["high"]) == pytest.approx((0.05, 0.05, 0.05)) and up["significant"]
+    assert up["relative"] == pytest.approx(0.05 / (np.mean(base) / 2))
+    assert diffs[("unetplusplus", "none", "hd95")]["mean"] == pytest.approx(-1.0)  # lower is better
+    assert diffs[("unetplusplus", "flips", "view_agreement")]["mean"] == pytest.approx(0.1)
+    assert ("unetplusplus", "none", "view_agreement") not in diffs  # one view: nothing to compare
+    tta = {(d["model"], d["metric"]): d for d in report["differences"]["vs_first_tta"]}
+    assert tta[("unet", "seconds_per_image")]["relative"] == pytest.approx(3.0)
+    assert not tta[("unet", "shift_consistency")]["significant"]  # identical: the interval is [0, 0]
+    text = (tmp_path / "report.md").read_text()
+    assert "| unet | none | 0.683 [" in text and "| - |" in text
+    assert "unetplusplus vs unet (TTA none): boundary F1 +0.050 [+0.050, +0.050], significant at 95%" in text
+    assert json.loads((tmp_path / "report.json").read_text())["per_image"]["unet"]["flips"][0]["view_agreement"] == 0.8
