@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from unetkit.cli import main
-from unetkit.compare.study import MIN_BUDGET_S, check_support
+from unetkit.compare.options import MIN_BUDGET_S
+from unetkit.compare.study import check_support
 from unetkit.config import Plan, apply_overrides
 
 SMALL = [

@@ -8,6 +8,7 @@ It composes the training and inference stages (as :mod:`unetkit.serve` composes 
 
 from __future__ import annotations
 
-from unetkit.compare.study import MIN_BUDGET_S, CompareOptions, run_study
+from unetkit.compare.options import MIN_BUDGET_S, CompareOptions
+from unetkit.compare.study import run_study
 
 __all__ = ["MIN_BUDGET_S", "CompareOptions", "run_study"]

@@ -21,7 +21,7 @@ from unetkit.config import Plan
 from unetkit.metrics_boundary import boundary_f1_labels, shift_consistency, view_agreement
 
 if TYPE_CHECKING:
-    from unetkit.compare.study import CompareOptions
+    from unetkit.compare.options import CompareOptions
     from unetkit.data.dataset import LoadedSample
     from unetkit.infer.predictor import Predictor
 
