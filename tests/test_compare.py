@@ -127,6 +127,7 @@ def test_the_report_of_hand_made_scores(tmp_path: Path) -> None:
     diffs = {(d["model"], d["tta"], d["metric"]): d for d in report["differences"]["vs_first_model"]}
     up = diffs[("unetplusplus", "none", "boundary_f1")]  # +0.05 on every image
     assert (up["mean"], up["low"], up["high"]) == pytest.approx((0.05, 0.05, 0.05)) and up["significant"]
+    assert up["images"] == 6
     assert up["relative"] == pytest.approx(0.05 / (np.mean(base) / 2))
     assert diffs[("unetplusplus", "none", "hd95")]["mean"] == pytest.approx(-1.0)  # lower is better
     assert diffs[("unetplusplus", "flips", "view_agreement")]["mean"] == pytest.approx(0.1)

@@ -67,7 +67,7 @@ def _difference(label: str, metric: str, base: list[float] | None, other: list[f
     diff = paired_difference(base, other)
     ref = sum(base) / len(base)
     return {"label": label, "metric": metric, "mean": diff.mean, "low": diff.low, "high": diff.high,
-            "significant": diff.significant, "relative": diff.mean / ref if ref else None,
+            "images": diff.n, "significant": diff.significant, "relative": diff.mean / ref if ref else None,
             "text": describe_difference(label, LABELS.get(metric, metric), diff)}  # fmt: skip
 
 
