@@ -139,3 +139,16 @@ def test_the_report_of_hand_made_scores(tmp_path: Path) -> None:
     assert "| unet | none | 0.683 [" in text and "| - |" in text
     assert "unetplusplus vs unet (TTA none): boundary F1 +0.050 [+0.050, +0.050], significant at 95%" in text
     assert json.loads((tmp_path / "report.json").read_text())["per_image"]["unet"]["flips"][0]["view_agreement"] == 0.8
+
+
+def test_a_run_is_reused_only_for_the_same_plan(tmp_path: Path) -> None:
+    from unetkit._io import write_json_atomic
+    from unetkit.compare.study import DONE_MARKER, finished_run
+
+    plan = apply_overrides(Plan(), ["model.name=unet", "train.time_budget_s=60"])
+    assert not finished_run(tmp_path, plan)  # nothing there yet (a killed run has no marker either)
+    write_json_atomic(tmp_path / DONE_MARKER, {"plan": plan.to_dict(), "best_score": 0.5})
+    assert finished_run(tmp_path, plan)
+    assert not finished_run(tmp_path, apply_overrides(plan, ["train.time_budget_s=120"]))  # another budget
+    (tmp_path / DONE_MARKER).write_text("{not json")
+    assert not finished_run(tmp_path, plan)  # a damaged marker: train again
