@@ -149,7 +149,7 @@ def test_every_device_option_defaults_to_auto_and_auto_means_cuda_when_present(
     import torch
 
     devices = [(path, a) for path, p in _parsers(build_parser()) for a in p._actions if "--device" in a.option_strings]
-    assert len(devices) == 8 and all(a.default == "auto" for _, a in devices), [(p, a.default) for p, a in devices]
+    assert len(devices) == 9 and all(a.default == "auto" for _, a in devices), [(p, a.default) for p, a in devices]
     seen: list[str] = []
     import unetkit.commands.plan as plan_command
 

@@ -27,6 +27,7 @@ COMMANDS = {
     "export": "Export a run to ONNX with a parity check.",
     "serve": "Serve a run over HTTP with a small web page.",
     "diffusion": "Train a diffusion U-Net or sample from one.",
+    "compare": "Train U-Net variants on the same split and budget; compare boundary and consistency metrics per TTA level.",
     "doctor": "Show versions, CPU kind and flags, and what auto chooses here (for bug reports).",
 }
 

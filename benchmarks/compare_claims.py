@@ -1,0 +1,167 @@
+"""Do two common claims hold on the shared datasets? ``unetkit compare`` on each, then one markdown table.
+
+    python benchmarks/compare_claims.py --datasets isbi,drive,dubai,magnetic,kvasir,hippocampus \\
+        --budget 10m --tta none,flips,d4 --work /tmp/compare_claims --out benchmarks/results/compare_claims.md
+
+Claims tested:
+  1. "U-Net++ and Attention U-Net improve boundary accuracy by 5-15 %": the relative change of boundary F1
+     (and of HD95, where lower is better) of each variant against U-Net, at TTA ``none``.
+  2. "Test-time augmentation improves segmentation consistency by 8-12 %": the relative change of shift
+     consistency of each TTA level against ``none``, per model (Dice shown beside it).
+
+A claim "holds" on a row when the change is significant (95 % paired-bootstrap interval excludes 0, at least
+five held-out images) and its relative size lies in the claimed range. Every variant trains for ``--budget``
+on the same split (the default plan, the runs' validation split held out). The 2D datasets use the accuracy
+benchmark's training lists (``acc_data``; its test images are never seen here); hippocampus is the whole MSD
+Task04 folder (3D; every variant has a 3D form with the plain encoder the planner picks for volumes).
+
+Resumable: ``compare`` skips finished variants, and a dataset whose ``report.json`` was written with the same
+models, TTA levels and budget is not run again (its report is reused for the table).
+
+On a loaded CPU pass ``-- --set train.align=false``: with the end-of-run alignment on, a validation slower than
+the whole budget makes the trainer's budget re-estimate negative (``unetkit.train.loop``; not fixed here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from acc_data import DEFAULT_ROOT, SPECS, prepare_splits
+
+from unetkit.config import parse_duration
+from unetkit.metrics_boundary import MIN_IMAGES_FOR_VERDICT
+
+HERE = Path(__file__).resolve().parent
+DATASETS = ("isbi", "drive", "dubai", "magnetic", "kvasir", "hippocampus")
+BOUNDARY_RANGE = (0.05, 0.15)
+CONSISTENCY_RANGE = (0.08, 0.12)
+
+
+def dataset_args(name: str, root: Path, work: Path) -> list[str]:
+    """``DATA`` and the data options of one dataset (how its masks are encoded; nothing else)."""
+    if name in SPECS:
+        train_csv, _ = prepare_splits(spec=SPECS[name], root=root, work=work / "lists")
+        folder = train_csv.parent
+        options = {
+            "isbi": ["--value-map", "0:1,255:0"],  # membrane (0) is the foreground class 1
+            "drive": ["--mask-threshold", "128"],  # the FOV is the list's roi column
+            "dubai": ["--colour-table", str(folder / "colour_table.json"), "--ignore-colour", "9B9B9B",
+                      "--ignore-colour", "000000"],
+            "magnetic": ["--mask-threshold", "128"],
+        }[name]  # fmt: skip
+        return [str(train_csv), *options]
+    if name == "kvasir":
+        return [str(root / "kvasir_seg_polyps"), "--mask-threshold", "128"]
+    if name == "hippocampus":
+        return [str(root / "msd_task04_hippocampus")]
+    raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def run_dataset(name: str, args: argparse.Namespace) -> tuple[dict, float]:
+    """The dataset's compare report (cached when its options match) and the seconds this call spent."""
+    out = args.work / name
+    cli = [sys.executable, "-m", "unetkit.cli", "compare", *dataset_args(name, args.root, args.work), "--out",
+           str(out), "--models", args.models, "--tta", args.tta, "--time-budget", args.budget, *args.extra]  # fmt: skip
+    cached = out / "report.json"
+    if cached.is_file():
+        report = json.loads(cached.read_text())
+        opts = report["options"]
+        same_budget = opts["time_budget_s"] == parse_duration(args.budget)
+        if ",".join(opts["models"]) == args.models and ",".join(opts["tta"]) == args.tta and same_budget:
+            print(f"{name}: cached report {cached}", flush=True)
+            return report, 0.0
+    started = time.perf_counter()
+    print(f"{name}: {' '.join(cli)}", flush=True)
+    subprocess.run(cli, check=True)
+    return json.loads(cached.read_text()), time.perf_counter() - started
+
+
+def verdict(diff: dict, claimed: tuple[float, float], *, lower_is_better: bool = False) -> str:
+    """Whether one difference supports a claimed relative improvement range."""
+    rel = diff["relative"]
+    if rel is None:
+        return "n/a (reference is 0)"
+    gain = -rel if lower_is_better else rel
+    if diff.get("images", MIN_IMAGES_FOR_VERDICT) < MIN_IMAGES_FOR_VERDICT:
+        return f"no verdict (only {diff['images']} images)"
+    if not diff["significant"]:
+        return "no (not significant)"
+    if gain <= 0:
+        return "no (worse)"
+    return "yes" if claimed[0] <= gain <= claimed[1] else f"no ({gain:+.1%}, outside the range)"
+
+
+def _pick(diffs: list[dict], **match: str) -> dict | None:
+    return next((d for d in diffs if all(d.get(k) == v for k, v in match.items())), None)
+
+
+def _fmt(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    rel = f" ({d['relative']:+.1%})" if d["relative"] is not None else ""
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{rel}"
+
+
+def claim_tables(reports: dict[str, dict]) -> list[str]:
+    """Markdown rows of both claims, one row per dataset and variant (claim 1) or model and level (claim 2)."""
+    lines = ["## Claim 1: U-Net++ / Attention U-Net improve boundary accuracy by 5-15 % (vs U-Net, TTA none)", "",
+             "| dataset | model | boundary F1 | HD95 | Dice | 5-15 % on boundary F1? | on HD95? |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, report in reports.items():
+        first_level = report["options"]["tta"][0]
+        diffs = [d for d in report["differences"]["vs_first_model"] if d["tta"] == first_level]
+        for model in report["options"]["models"][1:]:
+            bf1, hd = _pick(diffs, model=model, metric="boundary_f1"), _pick(diffs, model=model, metric="hd95")
+            dice = _pick(diffs, model=model, metric="dice")
+            lines.append(f"| {name} | {model} | {_fmt(bf1)} | {_fmt(hd)} | {_fmt(dice)} | "
+                         f"{verdict(bf1, BOUNDARY_RANGE) if bf1 else '-'} | "
+                         f"{verdict(hd, BOUNDARY_RANGE, lower_is_better=True) if hd else '-'} |")  # fmt: skip
+    lines += ["", "## Claim 2: TTA improves consistency by 8-12 % (shift consistency vs TTA none)", "",
+              "| dataset | model | TTA | shift consistency | view agreement (mean) | Dice | 8-12 %? |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, report in reports.items():
+        diffs = report["differences"]["vs_first_tta"]
+        for model in report["options"]["models"]:
+            for level in report["options"]["tta"][1:]:
+                shift = _pick(diffs, model=model, tta=level, metric="shift_consistency")
+                dice = _pick(diffs, model=model, tta=level, metric="dice")
+                agreement = report["summary"][model][level].get("view_agreement")
+                agree = f"{agreement['mean']:.3f}" if agreement else "-"
+                lines.append(f"| {name} | {model} | {level} | {_fmt(shift)} | {agree} | {_fmt(dice)} | "
+                             f"{verdict(shift, CONSISTENCY_RANGE) if shift else '-'} |")  # fmt: skip
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default=",".join(DATASETS), help=f"comma list of {','.join(DATASETS)}")
+    p.add_argument("--models", default="unet,unetplusplus,attention_unet", help="first = the reference")
+    p.add_argument("--tta", default="none,flips,d4", help="first = the reference")
+    p.add_argument("--budget", default="10m", help="training time per variant, e.g. 2m, 10m")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="shared datasets folder")
+    p.add_argument("--work", type=Path, default=Path("/tmp/compare_claims"), help="studies and their reports")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "compare_claims.md", help="the markdown table")
+    p.add_argument("extra", nargs="*", help="after --: more `unetkit compare` options (e.g. --device cuda)")
+    args = p.parse_args()
+    reports, seconds = {}, {}
+    for name in [n.strip() for n in args.datasets.split(",") if n.strip()]:
+        reports[name], seconds[name] = run_dataset(name, args)
+    header = [f"# unetkit compare on {len(reports)} dataset(s): do the claims hold?", "",
+              f"Budget {args.budget} of training per variant; models {args.models}; TTA {args.tta}. "
+              "Differences: mean [95 % paired-bootstrap interval] (relative to the reference's mean).", "",
+              "| dataset | held out | wall time of this call |", "|---|---|---|"]  # fmt: skip
+    header += [f"| {n} | {r['held_out']} | {seconds[n]:.0f} s{' (cached)' if not seconds[n] else ''} |"
+               for n, r in reports.items()]  # fmt: skip
+    text = "\n".join([*header, "", *claim_tables(reports)]) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
