@@ -119,9 +119,8 @@ def test_int8_graph_is_quantised_and_keeps_the_graph_contract(exported: Path) ->
 def test_predict_runs_the_int8_graph(run: Path, exported: Path, datasets: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     source = datasets / "isbi2012_em_membrane" / "images" / "20.png"
-    for name, line in (("model.onnx", "precision: fp32, contiguous layout (ONNX Runtime graph model.onnx)"),
-                       ("model.int8.onnx", "precision: int8 (static QDQ), contiguous layout (ONNX Runtime graph "
-                                           "model.int8.onnx)")):
+    for name, line in (("model.onnx", f"backend: ONNX Runtime, fp32 graph {exported / 'model.onnx'} (--onnx)"),
+                       ("model.int8.onnx", f"backend: ONNX Runtime, int8 graph {exported / 'model.int8.onnx'} (--onnx)")):
         assert main(["predict", str(run), str(source), "--out", str(tmp_path / name), "--onnx", str(exported / name),
                      "--no-overlay"]) == 0  # fmt: skip
         assert line in capsys.readouterr().out

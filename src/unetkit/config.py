@@ -112,6 +112,14 @@ class TrainConfig:
             validation part is split first, so it is the same whatever the subset.
         labels_seed: seed of the ``labels`` draw (nested: the first 20 of seed s are among its first 40).
         labels_keys: exactly these training cases (``train --labels-file``); overrides ``labels``.
+        unlabelled: folders of images without masks for semi-supervised training (``train --unlabelled``; see
+            ``unetkit.train.semisup``); a mean teacher (the EMA) labels their patches.
+        unlabelled_threshold: the teacher's confidence a pixel needs to count in the unsupervised term.
+        unlabelled_weight: weight of the unsupervised term once ramped up.
+        unlabelled_rampup: fraction of the steps over which that weight ramps up from 0.
+        unlabelled_batch_size: unlabelled patches per step (0 = ``batch_size``).
+        unlabelled_skipped: files of the unlabelled folders that are images of the labelled set (same path or
+            same bytes), reported and not used.
     """
 
     patch_size: list[int] = field(default_factory=lambda: [256, 256])
@@ -180,6 +188,9 @@ class InferConfig:
             where it is native (``unetkit.precision.choose_precision``); fp32 for exact comparisons.
         shift: pixels to move the probabilities by, per spatial axis (``[]`` = none); set by training's
             alignment step.
+        max_pass_pixels: inference tiles chosen for speed (``unetkit.infer.tiling.pass_tiles``): an image of up
+            to this many pixels (voxels) goes through the network in one pass, larger ones in tiles of up to this
+            size; null = auto (2D: 1024 x 1024, 3D: ``tile_size``); 0 = always ``tile_size``.
     """
 
     tile_size: list[int] = field(default_factory=lambda: [256, 256])

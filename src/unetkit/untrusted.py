@@ -51,10 +51,10 @@ def read_bytes_limited(path: str | os.PathLike[str], *, what: str, max_bytes: in
         raise UntrustedFileError(f"{path}: {what} is {size / MiB:.1f} MiB, over the {max_bytes / MiB:.0f} MiB limit")
     try:
         with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+            data = handle.read(size + 1)  # not max_bytes + 1: read(n) reserves n bytes before reading
     except OSError as err:
         raise UntrustedFileError(f"{path}: cannot read {what} ({err.strerror or err})") from None
-    if len(data) > max_bytes:  # grew while being read
+    if len(data) > size and len(data) > max_bytes:  # grew while being read
         raise UntrustedFileError(f"{path}: {what} is over the {max_bytes / MiB:.0f} MiB limit")
     return data
 

@@ -101,7 +101,7 @@ def test_cli_serves_an_exported_onnx_graph(run_2d: Path, tmp_path: Path) -> None
     )  # fmt: skip
     try:
         port = int(proc.stdout.readline().rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
-        assert proc.stdout.readline().startswith("precision: fp32, contiguous layout (ONNX Runtime graph model.onnx)")  # type: ignore[union-attr]
+        assert proc.stdout.readline().strip() == f"backend: ONNX Runtime, fp32 graph {graph} (--onnx)"  # type: ignore[union-attr]
         status, _, body = Client(port).request("POST", "/predict?format=json", png_bytes(isbi_crop()))
         info = json.loads(Client(port).request("GET", "/info")[2])
     finally:

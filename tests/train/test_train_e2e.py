@@ -56,7 +56,7 @@ def test_train_evaluate_predict_isbi(datasets: Path, tmp_path: Path, capsys: pyt
     assert main(["predict", str(run), str(datasets / "isbi2012_em_membrane" / "test_images_unlabeled" / "0.png"),
                  "--out", str(out)]) == 0  # fmt: skip
     assert (out / "0.png").is_file() and (out / "0_overlay.png").is_file()
-    assert re.search(r"^precision: .* layout \(auto: ", capsys.readouterr().out, re.M)
+    assert re.search(r"^backend: .*\(auto: .* CPU", capsys.readouterr().out, re.M)
     assert main(["predict", str(run), str(datasets / "isbi2012_em_membrane" / "images" / "20.png"), "--out",
                  str(tmp_path / "pred32"), "--precision", "fp32", "--no-overlay"]) == 0  # fmt: skip
     assert "precision: fp32, channels_last layout (--precision fp32)" in capsys.readouterr().out

@@ -116,7 +116,8 @@ class Predictor:
         weights = weights_dir(run_dir, checkpoint)
         model = load_model(weights)
         if onnx_path is not None:
-            return cls(model, plan, device=device, fast=fast, infer=infer, backend="onnx", onnx_path=onnx_path)
+            return cls(model, plan, device=device, fast=fast, infer=infer, backend="onnx", onnx_path=onnx_path,
+                       backend_reason="--onnx")
         choice = choose_backend(weights, requested=backend, device=str(torch.device(device).type))
         if choice.backend == "torch":
             return cls(model, plan, device=device, fast=fast, infer=infer, backend_reason=choice.reason)
