@@ -58,7 +58,7 @@ def test_train_evaluate_predict_isbi(datasets: Path, tmp_path: Path, capsys: pyt
     assert (out / "0.png").is_file() and (out / "0_overlay.png").is_file()
     assert re.search(r"^backend: .*\(auto: .* CPU", capsys.readouterr().out, re.M)
     assert main(["predict", str(run), str(datasets / "isbi2012_em_membrane" / "images" / "20.png"), "--out",
-                 str(tmp_path / "pred32"), "--precision", "fp32", "--no-overlay"]) == 0  # fmt: skip
+                 str(tmp_path / "pred32"), "--backend", "torch", "--precision", "fp32", "--no-overlay"]) == 0  # fmt: skip
     assert "precision: fp32, channels_last layout (--precision fp32)" in capsys.readouterr().out
     _bf16_matches_fp32_on_trained_model(run, datasets / "isbi2012_em_membrane")
 
