@@ -192,6 +192,9 @@ def _load_predictor(args: argparse.Namespace, *, device: str):  # type: ignore[n
         raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")
     if args.onnx:
         from unetkit.export import check_onnx_matches_run
+        from unetkit.infer.onnx_backend import load_onnx_graph
+
+        load_onnx_graph(args.onnx)  # a corrupt or hostile graph is refused before the run's model is built
         from unetkit.run_layout import weights_dir
 
         check_onnx_matches_run(Path(args.onnx), weights_dir(runs[0], args.checkpoint))
