@@ -361,7 +361,8 @@ def export_run_graph(
     from unetkit.export import build_report
     from unetkit.models.base import WEIGHTS_NAME
 
-    channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
+    typed = plan.model.typed()  # the options the model was built with (None: a model without a typed config)
+    channels = typed.in_channels if typed is not None else int(plan.data.in_channels)
     tile = [int(t) for t in plan.infer.tile_size]
     odd = [(t // 32 + 1) * 32 + 17 for t in tile]  # not a multiple of the network's stride
     exported = export_pipeline(model, out, in_channels=channels, tile_size=tile, check_sizes=[tile, odd], atol=atol)
