@@ -129,7 +129,7 @@ class PredictActor:
         self._predictor, self._error = None, None
         try:
             self._predictor = spec.load()
-        except (*FILE_ERRORS, KeyError, ImportError) as err:
+        except Exception as err:  # whatever stops the load (a corrupt checkpoint too) is said, not raised
             self._error = f"{socket.gethostname()}: {err}"
 
     def info(self) -> ActorInfo | str:
@@ -152,12 +152,12 @@ class PredictActor:
             return False, str(err)
         return True, [str(p) for p in written]
 
-    def plan_raster(self, path: str) -> tuple[bool, Any]:
+    def plan_raster(self, path: str, window: int) -> tuple[bool, Any]:
         """``(True, RasterPlan)`` or ``(False, message)``: :func:`unetkit.infer.raster.plan_raster`."""
         from unetkit.infer.raster import plan_raster
 
         try:
-            return True, plan_raster(self._predictor, path)
+            return True, plan_raster(self._predictor, path, window=window)
         except FILE_ERRORS as err:
             return False, str(err)
 
@@ -209,11 +209,11 @@ def ray_pool(spec: PredictorSpec, *, options: RayOptions) -> Iterator[RayPool]:
 
 def _connect(ray: Any, options: RayOptions) -> bool:
     """Connect (or start Ray for ``local``); True when this call started the connection."""
-    if ray.is_initialized():
-        return False
     address = options.address
     if address not in ("local", "auto"):
         _check_reachable(address, timeout_s=options.connect_timeout_s)
+    if ray.is_initialized():  # a caller already connected (e.g. a notebook): its connection is used
+        return False
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR"}
     if address == "local":
         kwargs.update(include_dashboard=False, num_cpus=options.actors * options.cpus_per_actor)
@@ -270,11 +270,13 @@ class RayPool:
         self._ray, self._actors, self.info, self._options = ray, actors, info, options
 
     def predict(self, jobs: Sequence[FileJob], *, windowed: Callable[[Path], bool] | None = None,
-                ) -> Iterator[FileOutcome]:  # fmt: skip
+                raster_window: int = 2048) -> Iterator[FileOutcome]:
         """One :class:`FileOutcome` per job, in input order (as :func:`unetkit.infer.pipeline.predict_files`).
 
         Files are predicted in parallel on the actors, then the inputs ``windowed`` picks one after the other,
-        each with its chunks spread over the actors. Temporary files a killed actor left are deleted at the end.
+        each with its chunks (of about ``raster_window`` pixels a side, as ``window`` of
+        :func:`unetkit.infer.raster.predict_raster`) spread over the actors. Temporary files a killed actor left
+        are deleted at the end.
         """
         ordered = _InputOrder(len(jobs))
         plain: list[int] = []
@@ -292,16 +294,16 @@ class RayPool:
             ordered.add(plain[position], _file_outcome(jobs[plain[position]].path, reply))
             yield from ordered.ready()
         for index in rasters:
-            ordered.add(index, self._predict_raster(jobs[index]))
+            ordered.add(index, self._predict_raster(jobs[index], window=raster_window))
             yield from ordered.ready()
         _remove_temporaries(jobs)
 
-    def _predict_raster(self, job: FileJob) -> FileOutcome:
+    def _predict_raster(self, job: FileJob, *, window: int) -> FileOutcome:
         from unetkit.infer.raster import RasterTargets, raster_writers
 
         assert job.targets is not None
         try:
-            plan = _unwrap(job.path, next(iter(self._dispatch([("plan_raster", (str(job.path),))])))[1])
+            plan = _unwrap(job.path, next(iter(self._dispatch([("plan_raster", (str(job.path), window))])))[1])
             targets = RasterTargets(mask=job.targets["mask"], prob=job.targets.get("prob"),
                                     uncertainty=job.targets.get("uncertainty"))
             with raster_writers(plan, targets, tta=self.info.with_uncertainty) as write:
