@@ -206,6 +206,17 @@ def test_a_run_the_workers_cannot_load_is_one_clear_line(
     assert list(out.iterdir()) == []
 
 
+def test_actors_the_cluster_has_no_room_for_are_a_clear_error(cluster: str, run_gray: Path) -> None:
+    from unetkit.infer.ray_engine import PredictorSpec, RayOptions, ray_pool
+
+    options = RayOptions(address=cluster, actors=3, start_timeout_s=5)  # 3 x 1 CPU on a 2-CPU cluster
+    spec = PredictorSpec(runs=(str(run_gray),), backend="torch")
+    with pytest.raises(ValueError, match=r"did not start within 5 s: 3 actor\(s\) x 1 CPU, 0 GPU asked; "
+                                         r"the cluster has 2 CPU, 0 GPU"):
+        with ray_pool(spec, options=options):
+            pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -204,7 +204,12 @@ def _run_on_ray(args: argparse.Namespace, *, torchrun: bool, annotations: bool) 
         print(f"Ray: {options.actors} actor(s) at {args.address}; {pool.info.describe}", flush=True)
         if args.uncertainty and not pool.info.with_uncertainty:
             raise ValueError("--uncertainty needs test-time augmentation: add --tta flips (or d4)")
-        windowed = functools.partial(_windowed, predictor=pool.info, args=args)
+        def windowed(path: Path) -> bool:
+            large = _windowed(path, predictor=pool.info, args=args)
+            if large and pool.info.min_size > 0:
+                print(f"unetkit predict: {path}: note: --min-size is not applied to windowed rasters", file=sys.stderr)
+            return large
+
         outcomes = list(pool.predict(jobs, windowed=windowed))
     _print_outcomes(outcomes)
     failed = [o for o in outcomes if o.error is not None]

@@ -85,6 +85,8 @@ class RayOptions:
         task_retries: times a file is tried again after its actor died.
         in_flight: files queued per actor (the next one waits there while the current one is predicted).
         connect_timeout_s: how long to wait for ``HOST:PORT`` to answer.
+        start_timeout_s: how long to wait for the actors to start and load the run (a cluster without room
+            for them never places them).
     """
 
     address: str = "local"
@@ -94,6 +96,7 @@ class RayOptions:
     task_retries: int = 3
     in_flight: int = 2
     connect_timeout_s: float = 10.0
+    start_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         for name in ("actors", "cpus_per_actor", "in_flight"):
@@ -251,13 +254,26 @@ def _start_actors(ray: Any, spec: PredictorSpec, options: RayOptions, actors: li
     for count in (1, options.actors - 1):
         new = [remote.remote(spec, options.cpus_per_actor) for _ in range(count)]
         actors += new
-        for reply in ray.get([actor.info.remote() for actor in new]):
+        for reply in _replies(ray, [actor.info.remote() for actor in new], options=options):
             if isinstance(reply, str):
                 raise ValueError(f"a Ray worker cannot load the run: {reply}")
             if reply.version != __version__:
                 raise ValueError(f"the Ray workers run unetkit {reply.version}, this process {__version__}; "
                                  "install the same version everywhere")
     return ray.get(actors[0].info.remote())  # type: ignore[no-any-return]
+
+
+def _replies(ray: Any, refs: list[Any], *, options: RayOptions) -> list[Any]:
+    """The actors' first replies, or a clear error when the cluster cannot place them in ``start_timeout_s``."""
+    try:
+        return ray.get(refs, timeout=options.start_timeout_s)  # type: ignore[no-any-return]
+    except ray.exceptions.GetTimeoutError:
+        have = ray.cluster_resources()
+        raise ValueError(
+            f"the Ray actors did not start within {options.start_timeout_s:g} s: {options.actors} actor(s) x "
+            f"{options.cpus_per_actor} CPU, {options.gpus_per_actor:g} GPU asked; the cluster has "
+            f"{have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU (fewer --actors or --threads?)"
+        ) from None
 
 
 Call = tuple[str, tuple[Any, ...]]
