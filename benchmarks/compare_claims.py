@@ -41,9 +41,6 @@ HERE = Path(__file__).resolve().parent
 DATASETS = ("isbi", "drive", "dubai", "magnetic", "kvasir", "hippocampus")
 BOUNDARY_RANGE = (0.05, 0.15)
 CONSISTENCY_RANGE = (0.08, 0.12)
-# ``--steps N``: a fixed number of optimiser steps per variant (the plan's ``train.steps`` is the upper bound of a
-# budgeted run), so the models do not depend on how busy the machine is; the budget only has to be out of reach.
-STEPS_BUDGET = "100h"
 
 
 def dataset_args(name: str, root: Path, work: Path) -> list[str]:
@@ -69,19 +66,16 @@ def dataset_args(name: str, root: Path, work: Path) -> list[str]:
 def run_dataset(name: str, args: argparse.Namespace) -> tuple[dict, float]:
     """The dataset's compare report (cached when its options match) and the seconds this call spent."""
     out = args.work / name
-    budget, extra = (STEPS_BUDGET, ["--set", f"train.steps={args.steps}", *args.extra]) if args.steps else (
-        args.budget, list(args.extra))
+    length = ["--steps", str(args.steps)] if args.steps else ["--time-budget", args.budget]
     cli = [sys.executable, "-m", "unetkit.cli", "compare", *dataset_args(name, args.root, args.work), "--out",
-           str(out), "--models", args.models, "--tta", args.tta, "--time-budget", budget, *extra]  # fmt: skip
+           str(out), "--models", args.models, "--tta", args.tta, *length, *args.extra]  # fmt: skip
     cached = out / "report.json"
     if cached.is_file():
         report = json.loads(cached.read_text())
         opts = report["options"]
-        same_budget = opts["time_budget_s"] == parse_duration(budget)
-        same_overrides = [o for o in opts.get("overrides", []) if o.startswith("train.steps=")] == [
-            e for e in extra if e.startswith("train.steps=")]
-        if (",".join(opts["models"]) == args.models and ",".join(opts["tta"]) == args.tta and same_budget
-                and same_overrides):
+        same_length = (opts.get("steps", 0) == args.steps and
+                       (args.steps or opts["time_budget_s"] == parse_duration(args.budget)))
+        if ",".join(opts["models"]) == args.models and ",".join(opts["tta"]) == args.tta and same_length:
             print(f"{name}: cached report {cached}", flush=True)
             return report, 0.0
     started = time.perf_counter()
