@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -150,7 +152,8 @@ def main() -> None:
                    help="train each variant a fixed number of steps instead of --budget (load-independent models)")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="shared datasets folder")
     p.add_argument("--work", type=Path, default=Path("/tmp/compare_claims"), help="studies and their reports")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "compare_claims.md", help="the markdown table")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "compare_claims.md",
+                   help="the markdown table (and beside it the same figures as .json, with the CPU flags)")
     p.add_argument("extra", nargs="*", help="after --: more `unetkit compare` options (e.g. --device cuda)")
     args = p.parse_args()
     reports, seconds = {}, {}
@@ -165,7 +168,34 @@ def main() -> None:
     text = "\n".join([*header, "", *claim_tables(reports)]) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(claims_json(reports, seconds, args), indent=2) + "\n")
     print(text)
+
+
+def claims_json(reports: dict[str, dict], seconds: dict[str, float], args: argparse.Namespace) -> dict:
+    """The machine (CPU flags: never compare across machines), the options, and each dataset's differences."""
+    from unetkit.precision import cpu_flags, cpu_kind
+
+    return {
+        "machine": {"cpus": os.cpu_count(), "cpu_kind": cpu_kind(), "cpu_flags": cpu_flags(),
+                    "python": platform.python_version(), "torch": torch_version()},
+        "training": {"steps": args.steps} if args.steps else {"budget": args.budget},
+        "models": args.models.split(","), "tta": args.tta.split(","),
+        "datasets": {name: {"held_out": r["held_out"], "seconds": seconds[name], "options": r["options"],
+                            "differences": r["differences"],
+                            "summary": {m: {lvl: {k: v for k, v in s.items() if k in SUMMARY_KEYS}
+                                            for lvl, s in levels.items()} for m, levels in r["summary"].items()}}
+                     for name, r in reports.items()},
+    }  # fmt: skip
+
+
+SUMMARY_KEYS = ("dice", "boundary_f1", "hd95", "nsd", "shift_consistency", "view_agreement", "seconds_per_image")
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
 
 
 if __name__ == "__main__":
