@@ -292,12 +292,13 @@ def build_report(plan: Plan, exported: dict[str, Any], *, run_dir: Path, checkpo
     """Everything a consumer of the graph needs, as JSON-ready data (``cpu``: this machine's precision flags)."""
     from unetkit._version import __version__
     from unetkit.precision import cpu_flags
+    from unetkit.runtime.run import input_channels, output_classes
 
     kwargs = plan.model.kwargs
-    classes = int(kwargs.get("classes", 2))
+    classes = output_classes(plan)
     dims = int(plan.data.spatial_dims)
     spatial = ["depth", "height", "width"][-dims:]
-    channels = int(kwargs.get("in_channels", plan.data.in_channels))
+    channels = input_channels(plan)
     return {
         "format": "onnx",
         "model_file": Path(exported["path"]).name,
@@ -327,13 +328,13 @@ def build_report(plan: Plan, exported: dict[str, Any], *, run_dir: Path, checkpo
         "shift": {
             "pixels": [float(s) for s in plan.infer.shift],
             "meaning": "before labelling, move the probabilities by these pixels per spatial axis (linear "
-                       "interpolation, edge values repeated; unetkit.infer.alignment.shift_tiles); [] = none",
+                       "interpolation, edge values repeated; unetkit.runtime.alignment.shift_tiles); [] = none",
         },
         "tiling": {
             "tile_size": list(plan.infer.tile_size),
             "overlap": plan.infer.overlap,
             "blend": plan.infer.blend,
-            "note": "tiles are blended outside the graph (unetkit.infer.tiling); any tile size works",
+            "note": "tiles are blended outside the graph (unetkit.runtime.tiling); any tile size works",
         },
         "parity": {
             "reference": "PyTorch eager fp32 of the same weights, softmax/sigmoid applied",

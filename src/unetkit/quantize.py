@@ -39,7 +39,8 @@ import torch
 from unetkit.config import Plan
 from unetkit.data.normalize import normalize_for
 from unetkit.run_layout import load_run_plan, weights_dir
-from unetkit.train.batches import Example, labelled_example
+from unetkit.runtime.examples import Example, labelled_example, split_examples
+from unetkit.runtime.run import input_channels, label_classes
 
 DEFAULT_CALIBRATION_PATCHES = 32
 DEFAULT_MAX_DROP = 0.01
@@ -148,7 +149,6 @@ def training_split(plan: Plan) -> tuple[list[Example], list[Example]]:
     """
     from unetkit.data.dataset import load_samples
     from unetkit.data.discovery import discover
-    from unetkit.train.setup import split_examples
 
     if plan.data.task == "multilabel":
         raise ValueError("int8 export measures Dice on label maps; multi-label runs are not supported")
@@ -156,8 +156,7 @@ def training_split(plan: Plan) -> tuple[list[Example], list[Example]]:
     loaded = load_samples(samples, plan.data)
     examples = [labelled_example(s.key, s.image, s.mask) for s in loaded]
     cfg = plan.train
-    train, val = split_examples(examples, [s.group for s in samples], val_fraction=cfg.val_fraction,
-                                seed=cfg.seed, folds=cfg.folds, fold=cfg.fold)
+    train, val = split_examples(examples, [s.group for s in samples], plan=plan)
     if not val or not train:
         raise ValueError(f"{plan.data.root}: the int8 check needs training and validation images; the split "
                          f"gave {len(train)} and {len(val)} (train.val_fraction={cfg.val_fraction})")
@@ -302,7 +301,7 @@ def score_graph(
     from unetkit.infer.predictor import Predictor
 
     predictor = Predictor(model, plan, backend="onnx", onnx_path=onnx_path)
-    channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
+    channels = input_channels(plan)
     predictor.network(torch.zeros(1, channels, *(int(t) for t in plan.infer.tile_size)))
     start = time.perf_counter()
     labels = [predictor(example.image).labels for example in images]
@@ -324,8 +323,7 @@ def image_score(pred: np.ndarray, target: np.ndarray, plan: Plan) -> float:
 
 
 def _num_classes(plan: Plan) -> int:
-    # One sigmoid channel is a two-class label map (0 / 1) once thresholded.
-    return max(int(plan.model.kwargs.get("classes", 2)), 2)
+    return label_classes(plan)
 
 
 def int8_report(fp32_report: dict[str, Any], result: dict[str, Any], *, cpu: dict[str, bool]) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     """Train one run or every fold; ``quiet`` on the other processes of a torchrun job (rank 0 reports)."""
     from unetkit.run_layout import fold_dir, is_cv_parent
+    from unetkit.runtime.run import encoder_name
     from unetkit.train.loop import train
 
     say = (lambda *a, **k: None) if quiet else print
@@ -104,7 +105,7 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     else:
         plan, samples = plan_with_samples(args)
         say(
-            f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
+            f"plan: {plan.model.name} ({encoder_name(plan)}), patch {plan.train.patch_size}, "
             f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}"
         )
         if plan.train.labels or plan.train.labels_keys:

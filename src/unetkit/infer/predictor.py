@@ -23,6 +23,7 @@ from unetkit.data.normalize import normalize_for
 from unetkit.infer.fastpath import prepare_for_inference
 from unetkit.models.base import load_model
 from unetkit.precision import PrecisionChoice, autocast
+from unetkit.runtime.run import input_channels
 
 BACKENDS = ("torch", "onnx")
 
@@ -171,7 +172,7 @@ class Predictor:
         shift = [float(s) for s in self.infer.shift]
         if not any(shift):
             return fn
-        from unetkit.infer.alignment import shift_tiles
+        from unetkit.runtime.alignment import shift_tiles
 
         # Each tile is moved before blending; the blend's weights are ~0 at tile edges, where the shift repeats
         # edge values, so only the image's own border sees the repetition.
@@ -208,7 +209,7 @@ class Predictor:
         expected = self.spatial_dims + 1
         if image.ndim != expected:
             raise ValueError(f"expected an image of shape (C, *spatial) with {expected} dims, got {image.shape}")
-        channels = int(self.plan.model.kwargs.get("in_channels", int(image.shape[0])))
+        channels = input_channels(self.plan, fallback=int(image.shape[0]))
         if image.shape[0] != channels:
             raise ValueError(f"the model takes {channels} channel(s); the image has {image.shape[0]}")
 
@@ -244,7 +245,7 @@ def predict_on_own_grid(
 
 def to_prediction(probs: np.ndarray, uncertainty: np.ndarray | None, infer: InferConfig) -> Prediction:
     """Labels from ``probs`` (threshold or argmax, then ``infer.min_size``) with the probabilities and uncertainty."""
-    from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components
+    from unetkit.runtime.postprocess import probabilities_to_labels, remove_small_components
 
     labels = probabilities_to_labels(probs, threshold=infer.threshold)
     if infer.min_size > 0:
@@ -258,7 +259,7 @@ def blended_probabilities(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Normalise a raw ``(C, *spatial)`` image as ``plan`` says, run ``tile_fn`` over its Gaussian-blended tiles and
     split off the uncertainty channel that ``tile_fn`` appends when ``uncertainty`` (a single model or an ensemble)."""
-    from unetkit.infer.tiling import TileSettings, pass_tiles, sliding_window_predict
+    from unetkit.runtime.tiling import TileSettings, pass_tiles, sliding_window_predict
 
     tile, batch = pass_tiles(image.shape[1:], infer.tile_size, max_pass_pixels=infer.max_pass_pixels,
                              batch_size=infer.batch_size)
@@ -296,7 +297,7 @@ def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_pa
     precision = PrecisionChoice(requested="fp32", dtype=None, layout=None, reason="ONNX Runtime graph, exported now")
     with tempfile.TemporaryDirectory(prefix="unetkit_onnx_") as tmp:
         path = Path(tmp) / "model.onnx"
-        channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
+        channels = input_channels(plan)
         export_pipeline(model, path, in_channels=channels, tile_size=infer.tile_size)
         return precision, OnnxTileRunner(path)  # the session holds the graph in memory; the file may go
 

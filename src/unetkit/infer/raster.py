@@ -7,7 +7,7 @@ Two streaming passes over the file, each holding one window at a time:
    blocks in float64 (means and squared deviations merged with Chan's parallel formula, which stays accurate
    for any number of pixels). Normalising every window with these *global* statistics gives the same
    network input as normalising the whole raster in memory; per-window statistics would not.
-2. **Prediction.** :func:`unetkit.infer.tiling.predict_raster_windows` reads each chunk plus its halo,
+2. **Prediction.** :func:`unetkit.runtime.tiling.predict_raster_windows` reads each chunk plus its halo,
    predicts the tiles of the global grid that touch it, blends them and hands back the chunk's probabilities,
    which are turned into labels (argmax, or ``p > threshold`` for one channel) and written into the label
    raster with :class:`unetkit.data.geotiff.GeoTiffWriter` (optionally also probabilities and uncertainty).
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from unetkit.data._common import Window, full_suffix
+from unetkit.runtime.run import input_channels, output_classes
 
 DEFAULT_WINDOWED_PIXELS = 4096 * 4096
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -128,7 +129,7 @@ class RasterResult:
     Attributes:
         written: output paths (mask first).
         stats: the global normalisation used.
-        windows: :class:`unetkit.infer.tiling.WindowStats` of the prediction pass.
+        windows: :class:`unetkit.runtime.tiling.WindowStats` of the prediction pass.
     """
 
     written: list[Path]
@@ -150,7 +151,7 @@ def predict_raster(
 
     Args:
         predictor: a 2D :class:`unetkit.infer.predictor.Predictor` (its plan's normalisation, tiles as
-            :func:`unetkit.infer.tiling.pass_tiles` chooses them for the whole raster, overlap, blend, batch size,
+            :func:`unetkit.runtime.tiling.pass_tiles` chooses them for the whole raster, overlap, blend, batch size,
             TTA and threshold are used).
         path: the input raster.
         mask_path: label raster to write (uint8, or uint16 for more than 256 classes), with the input's CRS
@@ -168,7 +169,7 @@ def predict_raster(
             unreadable raster.
     """
     from unetkit.data.geotiff import raster_shape, read_geotiff
-    from unetkit.infer.tiling import TileSettings, pass_tiles, predict_raster_windows
+    from unetkit.runtime.tiling import TileSettings, pass_tiles, predict_raster_windows
 
     path = Path(path)
     if predictor.spatial_dims != 2:
@@ -176,7 +177,7 @@ def predict_raster(
     if uncertainty_path is not None and not predictor.with_uncertainty:
         raise ValueError("an uncertainty raster needs test-time augmentation (tta other than 'none')")
     channels, height, width = raster_shape(path)
-    expected = int(predictor.plan.model.kwargs.get("in_channels", channels))
+    expected = input_channels(predictor.plan, fallback=channels)
     if channels != expected:
         raise ValueError(f"{path}: the model takes {expected} channel(s); the raster has {channels}")
     data = predictor.plan.data
@@ -184,7 +185,7 @@ def predict_raster(
                          std=data.intensity_std)
     _, source = read_geotiff(path, window=(0, 0, 1, 1))  # geometry only; the (0, 0) window has the full transform
     geometry = {"crs": source["crs"], "transform": source["transform"]}
-    classes = int(predictor.plan.model.kwargs.get("classes", 2))
+    classes = output_classes(predictor.plan)
     # The tiles of an in-memory prediction of the same raster (infer.max_pass_pixels), so both give the same pixels.
     tile, batch = pass_tiles((height, width), predictor.infer.tile_size,
                              max_pass_pixels=predictor.infer.max_pass_pixels, batch_size=predictor.infer.batch_size)
@@ -249,7 +250,7 @@ def _write_outputs(
     writers: dict[str, Any], out: np.ndarray, box: Window, *, classes: int, threshold: float, tta: bool
 ) -> None:
     """Labels (and probabilities / uncertainty) of one core window ``out`` ``(K[+1], h, w)``."""
-    from unetkit.infer.postprocess import probabilities_to_labels
+    from unetkit.runtime.postprocess import probabilities_to_labels
 
     probs = out[:-1] if tta else out
     if probs.shape[0] != classes:

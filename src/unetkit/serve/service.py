@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from unetkit.runtime.run import encoder_name, input_channels, output_classes
 from unetkit.serve.batching import MicroBatcher
 
 FORMATS = ("mask", "overlay", "json")
@@ -137,7 +138,7 @@ class SegmentationService:
     def warm_up(self) -> None:
         """Predict one synthetic tile-sized image through the whole path (normalisation, TTA, worker)."""
         tile = [int(t) for t in self.predictor.infer.tile_size]
-        channels = int(self.predictor.plan.model.kwargs.get("in_channels", self.predictor.plan.data.in_channels))
+        channels = input_channels(self.predictor.plan)
         ramp = np.linspace(0.0, 1.0, num=int(np.prod(tile)), dtype=np.float32).reshape(tile)
         try:
             with self.batcher.caller():
@@ -169,11 +170,11 @@ class SegmentationService:
     def info(self) -> dict[str, Any]:
         """What the page and clients need to know about the model and the service's limits."""
         plan = self.predictor.plan
-        classes = int(plan.model.kwargs.get("classes", 2))
+        classes = output_classes(plan)
         return {
             "run": self.run_dir.name,
             "model": plan.model.name,
-            "encoder": plan.model.kwargs.get("encoder", "plain"),
+            "encoder": encoder_name(plan),
             "task": plan.data.task,
             "in_channels": plan.data.in_channels,
             "spatial_dims": plan.data.spatial_dims,
@@ -311,7 +312,7 @@ def class_table(data: Any, classes: int) -> list[dict[str, Any]]:
     ``background``, the other class of a two-class model ``foreground``, any other unnamed class ``class k``.
     """
     from unetkit.data.masks import resolve_classes
-    from unetkit.infer.overlay import class_colour
+    from unetkit.runtime.overlay import class_colour
 
     names = resolve_classes(data)
     background = bool(getattr(data, "background", True))
@@ -331,7 +332,7 @@ def class_table(data: Any, classes: int) -> list[dict[str, Any]]:
 
 def display_image(array: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 of a ``(C, H, W)`` image as the overlay shows it (first three channels, or the first)."""
-    from unetkit.infer.overlay import to_uint8_rgb
+    from unetkit.runtime.overlay import to_uint8_rgb
 
     return to_uint8_rgb(np.moveaxis(array[:3], 0, -1) if array.shape[0] >= 3 else array[0])
 
