@@ -145,8 +145,8 @@ def bench_width(width: int, *, rounds: int, raw: list[np.ndarray], tmp: Path, tt
     import torch
 
     from unetkit.data.normalize import normalize
-    from unetkit.infer.onnx_backend import export_pipeline
     from unetkit.infer.predictor import Predictor
+    from unetkit.runtime.onnx_pipeline import export_pipeline
 
     plan = default_plan(width)
     model = calibrated_model(plan)
@@ -167,7 +167,7 @@ def bench_width(width: int, *, rounds: int, raw: list[np.ndarray], tmp: Path, tt
                             inputs=len(raw))
     result = {
         "model": plan.model.kwargs,
-        "onnx_export": {"seconds": round(export_s, 1), "max_abs_diff": exported["max_abs_diff"]},
+        "onnx_export": {"seconds": round(export_s, 1), "max_abs_diff": exported.max_abs_diff},
         "network_batch1": summary(network, "unetkit_plain_eager"),
         "predictor_per_image": summary(pipeline, "plain_eager"),
     }

@@ -211,6 +211,22 @@ class InferConfig:
     max_pass_pixels: int | None = None
 
 
+
+def _check_choices(plan: Plan) -> None:
+    """The plan's choice fields against the one list of each (:mod:`unetkit.choices`), named as ``section.field``.
+
+    Raises:
+        ValueError: a value outside its list.
+    """
+    from unetkit.choices import LOSS_NAMES, PRECISIONS, TTA_LEVELS
+
+    for name, value, valid in (("train.loss", plan.train.loss, LOSS_NAMES),
+                               ("train.precision", plan.train.precision, PRECISIONS),
+                               ("infer.precision", plan.infer.precision, PRECISIONS),
+                               ("infer.tta", plan.infer.tta, TTA_LEVELS)):  # fmt: skip
+        if value not in valid:
+            raise ValueError(f"{name}: unknown {value!r}; valid: {', '.join(valid)}")
+
 @dataclass
 class Plan:
     """Everything a run needs: how to read the data, which model, how to train, how to predict.
@@ -248,6 +264,7 @@ class Plan:
                 raise ValueError(f"plan section {name!r} must be a mapping, got {type(raw[name]).__name__}")
         plan = cls(**{name: _build(section, raw.get(name, {}), name) for name, section in sections.items()})
         plan.model.typed()  # the model's options against its typed config
+        _check_choices(plan)
         return plan
 
     def save(self, path: str | Path) -> None:

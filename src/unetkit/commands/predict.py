@@ -21,6 +21,7 @@ import functools
 import sys
 from pathlib import Path
 
+from unetkit.choices import PRECISIONS, TTA_LEVELS
 from unetkit.commands._argtypes import add_backend_argument
 
 NIFTI = (".nii", ".nii.gz")
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
                         help="which saved model of the run to use")
-    parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
+    parser.add_argument("--tta", default=None, choices=TTA_LEVELS,
                         help="test-time augmentation: none (1 pass), flips (4 in 2D), d4 (8), d4+scales (24)")
     parser.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default from the plan)")
     parser.add_argument("--max-pass-pixels", type=int, default=None, metavar="PIXELS",
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.tif (needs --tta)")
     parser.add_argument("--no-overlay", action="store_true", help="skip <stem>_overlay.png")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
-    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="what the fast path computes in (default: the plan's infer.precision, auto = bf16 "
                              "autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX), else fp32); "
                              "the choice and its reason are printed")
@@ -227,7 +228,7 @@ def _print_outcomes(outcomes) -> int:  # type: ignore[no-untyped-def]
 
 
 def _windowed(path: Path, *, predictor, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
-    from unetkit.data._common import full_suffix
+    from unetkit.data.io import full_suffix
     from unetkit.infer.raster import is_large_raster
 
     if predictor.spatial_dims != 2 or full_suffix(path) not in (".tif", ".tiff"):

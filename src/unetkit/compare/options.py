@@ -16,7 +16,7 @@ class CompareOptions:
 
     Attributes:
         models: registered model names; the first is the reference of the paired differences.
-        tta: TTA levels (see :data:`unetkit.infer.tta.TTA_LEVELS`); differences are taken against the first.
+        tta: TTA levels (see :data:`unetkit.choices.TTA_LEVELS`); differences are taken against the first.
         time_budget_s: training time of each variant (of each fold with ``folds``).
         folds: 0 = one run per variant on the plan's validation split; K >= 2 = K-fold cross-validation.
         encoder: replaces the planner's encoder for every variant (``plain`` or a timm name); None = planner's.

@@ -32,7 +32,7 @@ def check_request(options: CompareOptions) -> None:
     Raises:
         ValueError: one line naming the bad value and what is valid.
     """
-    from unetkit.infer.tta import TTA_LEVELS
+    from unetkit.choices import TTA_LEVELS
     from unetkit.model_config import MODEL_CONFIGS
 
     valid = sorted(MODEL_CONFIGS)  # the segmentation models (the diffusion U-Net is not one)

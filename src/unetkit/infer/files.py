@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unetkit.data._common import full_suffix
+from unetkit.data.io import full_suffix
 
 if TYPE_CHECKING:
     from unetkit.data.io import ImageData

@@ -273,17 +273,32 @@ def blended_probabilities(
     return out, None
 
 
+def onnx_labeller(graph: Path, *, weights: Path, plan: Plan) -> Callable[[np.ndarray], np.ndarray]:
+    """The Predictor running ``graph`` in ONNX Runtime with the run's plan, as a function raw image -> label map
+    (what :func:`unetkit.quantize.quantize_run` scores its fp32 and int8 graphs with).
+
+    Args:
+        graph: the ``.onnx`` file (read and held to the run's model like ``predict --onnx``).
+        weights: the run's checkpoint folder (the model whose channels and classes the graph must match).
+        plan: the run's plan (tiling, blending, TTA, shift, labelling).
+
+    Returns:
+        ``f(image (C, *spatial)) -> labels (*spatial)``.
+
+    Raises:
+        ValueError: the graph does not fit the run.
+    """
+    predictor = Predictor(load_model(weights).eval(), plan, backend="onnx", onnx_path=graph)
+    return lambda image: predictor(image).labels
+
+
 def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_path: str | Path | None):  # type: ignore[no-untyped-def]
     """``(precision, ONNX Runtime tile runner)`` for the graph ``onnx_path`` (read as a file that may come from
     someone else, and held to ``model``'s channels and classes), or for ``model`` exported to a temporary file."""
     import tempfile
 
-    from unetkit.infer.onnx_backend import (
-        OnnxTileRunner,
-        check_graph_contract,
-        export_pipeline,
-        load_onnx_graph,
-    )
+    from unetkit.infer.onnx_backend import OnnxTileRunner, check_graph_contract, load_onnx_graph
+    from unetkit.runtime.onnx_pipeline import export_pipeline
 
     if onnx_path is not None:
         graph = load_onnx_graph(onnx_path)
@@ -305,7 +320,7 @@ def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_pa
 def _cached_graph(model: torch.nn.Module, plan: Plan, weights: Path) -> Path:
     """The run's fp32 graph cached beside its weights (exported and parity-checked now if missing or stale)."""
     from unetkit.infer.backend import cached_graph
-    from unetkit.infer.onnx_backend import export_run_graph
+    from unetkit.runtime.onnx_pipeline import export_run_graph
 
     return cached_graph(weights, export=lambda path: export_run_graph(model, plan, weights=weights, out=path))
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data._common import Window, full_suffix
+from unetkit.data.io import Window, full_suffix
 from unetkit.runtime.run import input_channels, output_classes
 
 DEFAULT_WINDOWED_PIXELS = 4096 * 4096
