@@ -204,13 +204,13 @@ def main() -> None:
             if run is None:
                 continue
             from unetkit.config import Plan
+            from unetkit.runtime.run import encoder_name
 
             print(f"{label}: export + int8", flush=True)
             fp32, int8, exported = export_both(run, Path(tmp))
             print(f"{label}: timing", flush=True)
             times = timed_rounds(contenders(run, fp32, int8), images, rounds=args.rounds)
-            report["plans"][label] = {"run": str(run), "encoder": Plan.load(run / "plan.yaml").model.kwargs.get(
-                "encoder", "plain"), "export": exported, "per_image": summarise(times)}
+            report["plans"][label] = {"run": str(run), "encoder": encoder_name(Plan.load(run / "plan.yaml")), "export": exported, "per_image": summarise(times)}
         if args.folder_images:
             print("folder", flush=True)
             report["folder"] = folder(args.folder_images, Path(tmp))
