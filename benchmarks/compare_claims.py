@@ -2,6 +2,7 @@
 
     python benchmarks/compare_claims.py --datasets isbi,drive,dubai,magnetic,kvasir,hippocampus \\
         --budget 10m --tta none,flips,d4 --work /tmp/compare_claims --out benchmarks/results/compare_claims.md
+    python benchmarks/compare_claims.py --steps 300 ...   # a fixed step count: the same models on a busy machine
 
 Claims tested:
   1. "U-Net++ and Attention U-Net improve boundary accuracy by 5-15 %": the relative change of boundary F1
@@ -65,14 +66,16 @@ def dataset_args(name: str, root: Path, work: Path) -> list[str]:
 def run_dataset(name: str, args: argparse.Namespace) -> tuple[dict, float]:
     """The dataset's compare report (cached when its options match) and the seconds this call spent."""
     out = args.work / name
+    length = ["--steps", str(args.steps)] if args.steps else ["--time-budget", args.budget]
     cli = [sys.executable, "-m", "unetkit.cli", "compare", *dataset_args(name, args.root, args.work), "--out",
-           str(out), "--models", args.models, "--tta", args.tta, "--time-budget", args.budget, *args.extra]  # fmt: skip
+           str(out), "--models", args.models, "--tta", args.tta, *length, *args.extra]  # fmt: skip
     cached = out / "report.json"
     if cached.is_file():
         report = json.loads(cached.read_text())
         opts = report["options"]
-        same_budget = opts["time_budget_s"] == parse_duration(args.budget)
-        if ",".join(opts["models"]) == args.models and ",".join(opts["tta"]) == args.tta and same_budget:
+        same_length = (opts.get("steps", 0) == args.steps and
+                       (args.steps or opts["time_budget_s"] == parse_duration(args.budget)))
+        if ",".join(opts["models"]) == args.models and ",".join(opts["tta"]) == args.tta and same_length:
             print(f"{name}: cached report {cached}", flush=True)
             return report, 0.0
     started = time.perf_counter()
@@ -143,6 +146,8 @@ def main() -> None:
     p.add_argument("--models", default="unet,unetplusplus,attention_unet", help="first = the reference")
     p.add_argument("--tta", default="none,flips,d4", help="first = the reference")
     p.add_argument("--budget", default="10m", help="training time per variant, e.g. 2m, 10m")
+    p.add_argument("--steps", type=int, default=0,
+                   help="train each variant a fixed number of steps instead of --budget (load-independent models)")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="shared datasets folder")
     p.add_argument("--work", type=Path, default=Path("/tmp/compare_claims"), help="studies and their reports")
     p.add_argument("--out", type=Path, default=HERE / "results" / "compare_claims.md", help="the markdown table")
@@ -152,7 +157,7 @@ def main() -> None:
     for name in [n.strip() for n in args.datasets.split(",") if n.strip()]:
         reports[name], seconds[name] = run_dataset(name, args)
     header = [f"# unetkit compare on {len(reports)} dataset(s): do the claims hold?", "",
-              f"Budget {args.budget} of training per variant; models {args.models}; TTA {args.tta}. "
+              f"Training per variant: {f'{args.steps} steps' if args.steps else args.budget}; models {args.models}; TTA {args.tta}. "
               "Differences: mean [95 % paired-bootstrap interval] (relative to the reference's mean).", "",
               "| dataset | held out | wall time of this call |", "|---|---|---|"]  # fmt: skip
     header += [f"| {n} | {r['held_out']} | {seconds[n]:.0f} s{' (cached)' if not seconds[n] else ''} |"

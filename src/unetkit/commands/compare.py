@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated TTA levels (none, flips, d4, d4+scales); differences are taken "
                              "against the first")
     parser.add_argument("--time-budget", default="10m", help="training time of each variant (and fold), e.g. 90s, 10m")
+    parser.add_argument("--steps", type=int, default=0, metavar="N",
+                        help="train every variant exactly N optimiser steps instead of --time-budget: a comparison "
+                             "that does not depend on the machine's speed or load")
     parser.add_argument("--folds", type=int, default=0, metavar="K",
                         help="K-fold cross-validation (K >= 2): every image is scored out of fold and the fold "
                              "models' agreement is reported; 0 = the plan's validation split")
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--shifts must be comma-separated pixel counts, got {args.shifts!r}") from None
     options = CompareOptions(
         models=_names(args.models), tta=_names(args.tta), time_budget_s=parse_duration(args.time_budget),
+        steps=args.steps,
         folds=args.folds, encoder=args.encoder, overrides=tuple(args.set), shifts=shifts,
         tolerance=args.tolerance, device=resolve_device(args.device),
     )  # fmt: skip

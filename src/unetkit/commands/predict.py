@@ -89,6 +89,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coco-rle", action="store_true", help="COCO output as RLE for every region (else polygons)")
     parser.add_argument("--model-version", default=None,
                         help="Label Studio predictions' model_version (default: the run folder's name)")
+    parser.add_argument("--engine", default="local", choices=("local", "ray"),
+                        help="local: this process (or torchrun's); ray: a pool of model actors on a Ray cluster, "
+                             "files handed out as actors free up, retried when an actor dies (needs the ray extra)")
+    parser.add_argument("--address", default="local", metavar="ADDR",
+                        help="--engine ray: local (start Ray on this machine for the run), auto (the cluster this "
+                             "machine belongs to) or HOST:PORT of the cluster's head")
+    parser.add_argument("--actors", type=int, default=2, metavar="N",
+                        help="--engine ray: model actors (each loads the run once and takes --threads CPUs, default 1)")
+    parser.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G",
+                        help="--engine ray: GPUs per actor (a fraction shares one); 0 predicts on CPUs")
     parser.add_argument("--batch-images", action="store_true",
                         help="send consecutive same-shape images that each fit in one tile through the network "
                              "together (up to infer.batch_size); probabilities may differ from one at a time in "
@@ -113,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-pass-pixels must be at least 0, got {args.max_pass_pixels}")
     outputs = _annotation_outputs(args)
     ctx = ranks.context_from_env()
+    if args.engine == "ray":
+        return _run_on_ray(args, torchrun=ctx.enabled, annotations=bool(outputs.extra))
     if ctx.enabled and outputs.extra:
         raise ValueError("--format other than png is not available under torchrun; predict in one process")
     threads = args.threads or (ranks.threads_per_process(ctx) if ctx.enabled else None)
@@ -156,6 +168,57 @@ def run(args: argparse.Namespace) -> int:
             print(f"{done} of {total} input(s) predicted into {out} by {ctx.world_size} processes", flush=True)
         ranks.barrier()
     return 1 if done < total else 0
+
+
+def _run_on_ray(args: argparse.Namespace, *, torchrun: bool, annotations: bool) -> int:
+    """``--engine ray``: the same jobs, outputs and lines, predicted by a pool of actors on a Ray cluster."""
+    from unetkit.infer.ensemble import resolve_runs
+    from unetkit.infer.files import expand_inputs
+    from unetkit.infer.pipeline import FileJob, plan_jobs, skip_complete
+    from unetkit.infer.ray_engine import PredictorSpec, RayOptions, import_ray, ray_pool
+
+    refused = [flag for flag, on in (("torchrun", torchrun), ("--format other than png", annotations),
+                                     ("--batch-images", args.batch_images), ("--sequential", args.sequential)) if on]
+    if refused:
+        raise ValueError(f"--engine ray cannot be combined with {', '.join(refused)}")
+    import_ray()  # a missing extra is said before any work
+    options = RayOptions(address=args.address, actors=args.actors, cpus_per_actor=args.threads or 1,
+                         gpus_per_actor=args.gpus_per_actor)
+    runs = tuple(str(r) for r in resolve_runs(args.run, args.ensemble))
+    if args.onnx and len(runs) > 1:
+        raise ValueError("--onnx runs one exported model; it cannot be combined with an ensemble")
+    overrides = {k: v for k, v in {"tta": args.tta, "overlap": args.overlap, "min_size": args.min_size,
+                                   "precision": args.precision, "max_pass_pixels": args.max_pass_pixels}.items()
+                 if v is not None}
+    spec = PredictorSpec(runs=runs, checkpoint=args.checkpoint, device="cuda" if args.gpus_per_actor > 0 else "cpu",
+                         fast=not args.no_fast, backend=args.backend, onnx_path=args.onnx, overrides=overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan_jobs(expand_inputs(args.inputs), out, prob=args.prob, uncertainty=args.uncertainty,
+                     overlay=not args.no_overlay)
+    skipped: list[FileJob] = []
+    if args.skip_existing:
+        jobs, skipped = skip_complete(jobs)
+        for job in skipped:
+            print(f"{job.path}: skipped, its outputs exist", flush=True)
+    with ray_pool(spec, options=options) as pool:
+        print(f"Ray: {options.actors} actor(s) at {args.address}; {pool.info.describe}", flush=True)
+        if args.uncertainty and not pool.info.with_uncertainty:
+            raise ValueError("--uncertainty needs test-time augmentation: add --tta flips (or d4)")
+        def windowed(path: Path) -> bool:
+            large = _windowed(path, predictor=pool.info, args=args)
+            if large and pool.info.min_size > 0:
+                print(f"unetkit predict: {path}: note: --min-size is not applied to windowed rasters", file=sys.stderr)
+            return large
+
+        outcomes = list(pool.predict(jobs, windowed=windowed))
+    _print_outcomes(outcomes)
+    failed = [o for o in outcomes if o.error is not None]
+    print(f"{len(jobs) - len(failed)} done, {len(skipped)} skipped, {len(failed)} failed of "
+          f"{len(jobs) + len(skipped)} input(s) into {out}", flush=True)
+    for outcome in failed:
+        print(f"  failed: {outcome.path}: {outcome.error}", file=sys.stderr, flush=True)
+    return 1 if failed else 0
 
 
 def _annotation_outputs(args: argparse.Namespace):  # type: ignore[no-untyped-def]

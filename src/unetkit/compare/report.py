@@ -117,14 +117,18 @@ def _cell(value: dict[str, float] | None) -> str:
     return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
 
 
+def _length(opts: dict[str, Any]) -> str:
+    return f"{opts['steps']} steps" if opts.get("steps") else f"{opts['time_budget_s']:g} s"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown page: what was compared, the table of means, the paired differences."""
     opts, names = report["options"], [m for m in report["metrics"] if not m.startswith("shift_consistency_")]
     lines = [
         "# unetkit compare", "",
         f"- models: {', '.join(opts['models'])}; TTA: {', '.join(opts['tta'])}",
-        f"- training budget: {opts['time_budget_s']:g} s per variant" + (f" and fold ({opts['folds']} folds)"
-                                                                        if opts["folds"] else ""),
+        f"- training budget: {_length(opts)} per variant" + (f" and fold ({opts['folds']} folds)"
+                                                           if opts["folds"] else ""),
         f"- scored on {report['held_out']}",
         f"- boundary F1 tolerance {opts['tolerance']:g} px (mm for volumes); shift consistency over shifts of "
         f"{', '.join(str(k) for k in opts['shifts'])} px; HD95 in px (mm for volumes)",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unetkit._io import write_json_atomic
-from unetkit.compare.options import DEFAULT_SHIFTS, MIN_BUDGET_S, CompareOptions
+from unetkit.compare.options import DEFAULT_SHIFTS, MIN_BUDGET_S, MIN_STEPS, CompareOptions
 from unetkit.config import Plan, apply_overrides
 from unetkit.runtime.run import encoder_name
 
@@ -48,7 +48,10 @@ def check_request(options: CompareOptions) -> None:
             raise ValueError(f"--tta: unknown level {level!r}; choose from {', '.join(TTA_LEVELS)}")
     if not options.tta:
         raise ValueError(f"--tta: name at least one level ({', '.join(TTA_LEVELS)})")
-    if options.time_budget_s < MIN_BUDGET_S:
+    if options.steps and options.steps < MIN_STEPS:
+        raise ValueError(f"--steps {options.steps} is too few to train: the warm-up and the first validations "
+                         f"take the first steps; use at least {MIN_STEPS}")
+    if not options.steps and options.time_budget_s < MIN_BUDGET_S:
         raise ValueError(
             f"--time-budget {options.time_budget_s:g}s is too short to train: below {MIN_BUDGET_S:g}s the budget is "
             "spent calibrating the step time, validating and saving, not learning"
@@ -71,7 +74,9 @@ def plan_variants(data: DataConfig, options: CompareOptions) -> list[Plan]:
     base = plan_from_data(data, device=options.device, time_budget_s=options.time_budget_s, pretrained=pretrained)
     if options.encoder:
         base.model.kwargs.pop("encoder_weights", None)  # the planner's weights belong to its own encoder
-    common = [*options.overrides, f"train.time_budget_s={options.time_budget_s}"]
+    length = ["train.time_budget_s=null", f"train.steps={options.steps}"] if options.steps else [
+        f"train.time_budget_s={options.time_budget_s}"]
+    common = [*options.overrides, *length]
     if options.encoder:
         common.append(f"model.kwargs.encoder={options.encoder}")
     if options.folds:
@@ -115,7 +120,8 @@ def train_variants(plans: Sequence[Plan], out: Path, *, device: str) -> dict[str
         if finished_run(run_dir, plan):
             print(f"{plan.model.name}: finished run in {run_dir}, not retrained", flush=True)
             continue
-        print(f"{plan.model.name}: training for {plan.train.time_budget_s:g} s -> {run_dir}", flush=True)
+        length = f"{plan.train.time_budget_s:g} s" if plan.train.time_budget_s else f"{plan.train.steps} steps"
+        print(f"{plan.model.name}: training for {length} -> {run_dir}", flush=True)
         if plan.train.folds:
             cv = train_folds(plan, run_dir, overwrite=True, device=device)
             summary: dict[str, Any] = {"best_score": cv.mean_dice, "fold_scores": cv.fold_dice}

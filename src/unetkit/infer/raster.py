@@ -137,6 +137,70 @@ class RasterResult:
     windows: Any
 
 
+@dataclass(frozen=True)
+class RasterPlan:
+    """Everything about the windowed prediction of one raster but the network: computed once per raster.
+
+    Small and picklable, so that another process can predict some of its chunks (:func:`predict_raster_chunks`).
+
+    Attributes:
+        path: the input raster.
+        size: ``(height, width)``.
+        stats: the global normalisation.
+        geometry: the source's ``crs`` and ``transform``.
+        classes: the model's classes.
+        threshold: the one-channel threshold (labels from probabilities).
+        settings: the tiles, overlap, blend and batch of an in-memory prediction of the same raster.
+        chunk_tiles: grid steps per chunk side.
+        chunks: how many chunks the raster is cut into.
+    """
+
+    path: Path
+    size: tuple[int, int]
+    stats: ChannelStats
+    geometry: dict[str, Any]
+    classes: int
+    threshold: float
+    settings: Any
+    chunk_tiles: int
+    chunks: int
+
+
+def plan_raster(predictor: Any, path: str | Path, *, window: int = 2048, stats_block: int = 1024) -> RasterPlan:
+    """Check ``path`` against ``predictor``, stream its statistics and fix the tiling (see :func:`predict_raster`).
+
+    Raises:
+        ValueError: as :func:`predict_raster`.
+    """
+    from unetkit.data.geotiff import raster_shape, read_geotiff
+    from unetkit.runtime.tiling import TileSettings, pass_tiles, raster_chunk_count
+
+    path = Path(path)
+    if predictor.spatial_dims != 2:
+        raise ValueError(f"{path}: windowed prediction needs a 2D model; this plan is {predictor.spatial_dims}D")
+    channels, height, width = raster_shape(path)
+    expected = input_channels(predictor.plan, fallback=channels)
+    if channels != expected:
+        raise ValueError(f"{path}: the model takes {expected} channel(s); the raster has {channels}")
+    data = predictor.plan.data
+    stats = raster_stats(path, mode=data.normalization, block=stats_block, mean=data.intensity_mean,
+                         std=data.intensity_std)
+    _, source = read_geotiff(path, window=(0, 0, 1, 1))  # geometry only; the (0, 0) window has the full transform
+    # The tiles of an in-memory prediction of the same raster (infer.max_pass_pixels), so both give the same pixels.
+    infer = predictor.infer
+    tile, batch = pass_tiles((height, width), infer.tile_size, max_pass_pixels=infer.max_pass_pixels,
+                             batch_size=infer.batch_size)
+    step = max(1, int(min(tile) * (1.0 - infer.overlap)))
+    settings = TileSettings(tile_size=tile, overlap=infer.overlap, blend=infer.blend, batch_size=batch)
+    chunk_tiles = max(1, (window - max(tile)) // step)
+    return RasterPlan(path=path, size=(height, width), stats=stats,
+                      geometry={"crs": source["crs"], "transform": source["transform"]},
+                      classes=output_classes(predictor.plan), threshold=infer.threshold,
+                      settings=settings,
+                      chunk_tiles=chunk_tiles,
+                      chunks=raster_chunk_count(size=(height, width), settings=settings, chunk_tiles=chunk_tiles))
+
+
 def predict_raster(
     predictor: Any,
     path: str | Path,
@@ -168,50 +232,65 @@ def predict_raster(
         ValueError: a 3D predictor, a channel count the model does not take, uncertainty without TTA, or an
             unreadable raster.
     """
-    from unetkit.data.geotiff import raster_shape, read_geotiff
-    from unetkit.runtime.tiling import TileSettings, pass_tiles, predict_raster_windows
+    from unetkit.runtime.tiling import predict_raster_windows
 
-    path = Path(path)
-    if predictor.spatial_dims != 2:
-        raise ValueError(f"{path}: windowed prediction needs a 2D model; this plan is {predictor.spatial_dims}D")
     if uncertainty_path is not None and not predictor.with_uncertainty:
         raise ValueError("an uncertainty raster needs test-time augmentation (tta other than 'none')")
-    channels, height, width = raster_shape(path)
-    expected = input_channels(predictor.plan, fallback=channels)
-    if channels != expected:
-        raise ValueError(f"{path}: the model takes {expected} channel(s); the raster has {channels}")
-    data = predictor.plan.data
-    stats = raster_stats(path, mode=data.normalization, block=stats_block, mean=data.intensity_mean,
-                         std=data.intensity_std)
-    _, source = read_geotiff(path, window=(0, 0, 1, 1))  # geometry only; the (0, 0) window has the full transform
-    geometry = {"crs": source["crs"], "transform": source["transform"]}
-    classes = output_classes(predictor.plan)
-    # The tiles of an in-memory prediction of the same raster (infer.max_pass_pixels), so both give the same pixels.
-    tile, batch = pass_tiles((height, width), predictor.infer.tile_size,
-                             max_pass_pixels=predictor.infer.max_pass_pixels, batch_size=predictor.infer.batch_size)
-    step = max(1, int(min(tile) * (1.0 - predictor.infer.overlap)))
-    chunk_tiles = max(1, (window - max(tile)) // step)
+    plan = plan_raster(predictor, path, window=window, stats_block=stats_block)
+    targets = RasterTargets(mask=mask_path, prob=prob_path, uncertainty=uncertainty_path)
+    with raster_writers(plan, targets, tta=predictor.with_uncertainty) as write:
+        windows = predict_raster_windows(predictor.tile_fn(), _reader(plan), lambda rows, cols, out: write(
+            (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start), out,
+        ), size=plan.size, settings=plan.settings, chunk_tiles=plan.chunk_tiles)  # fmt: skip
+    return RasterResult(written=targets.paths(), stats=plan.stats, windows=windows)
 
+
+def predict_raster_chunks(predictor: Any, plan: RasterPlan, chunks: range) -> list[tuple[Window, np.ndarray]]:
+    """The blended outputs ``(K[+1], h, w)`` of some chunks of ``plan``'s raster, each with its core window.
+
+    Handing every chunk's outputs, in chunk order, to the ``write`` of :func:`raster_writers` writes the
+    rasters :func:`predict_raster` writes; ranges of chunks can be predicted by different processes.
+    """
+    from unetkit.runtime.tiling import predict_raster_windows
+
+    cores: list[tuple[Window, np.ndarray]] = []
+    predict_raster_windows(predictor.tile_fn(), _reader(plan), lambda rows, cols, out: cores.append(
+        ((rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start), out),
+    ), size=plan.size, settings=plan.settings, chunk_tiles=plan.chunk_tiles, chunks=chunks)  # fmt: skip
+    return cores
+
+
+@dataclass(frozen=True)
+class RasterTargets:
+    """The rasters a windowed prediction writes: labels, and optionally probabilities and uncertainty."""
+
+    mask: str | Path
+    prob: str | Path | None = None
+    uncertainty: str | Path | None = None
+
+    def paths(self) -> list[Path]:
+        """The paths written, mask first."""
+        return [Path(p) for p in (self.mask, self.prob, self.uncertainty) if p is not None]
+
+
+@contextlib.contextmanager
+def raster_writers(plan: RasterPlan, targets: RasterTargets, *, tta: bool) -> Iterator[Any]:
+    """``write(box, out)`` for the outputs ``(K[+1], h, w)`` of core windows; every raster is renamed into place
+    when the block ends without an error, and none is left behind otherwise."""
+    height, width = plan.size
+    with contextlib.ExitStack() as stack:
+        writers = _open_writers(stack, height=height, width=width, classes=plan.classes, geometry=plan.geometry,
+                                mask_path=targets.mask, prob_path=targets.prob, uncertainty_path=targets.uncertainty)
+        yield lambda box, out: _write_outputs(writers, out, box, classes=plan.classes, threshold=plan.threshold,
+                                              tta=tta)
+
+
+def _reader(plan: RasterPlan) -> Any:
     def read_window(rows: slice, cols: slice) -> np.ndarray:
         box = (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start)
-        return stats.apply(_read_window(path, box))
+        return plan.stats.apply(_read_window(plan.path, box))
 
-    with contextlib.ExitStack() as stack:
-        writers = _open_writers(stack, height=height, width=width, classes=classes, geometry=geometry,
-                                mask_path=mask_path, prob_path=prob_path, uncertainty_path=uncertainty_path)
-
-        def write_window(rows: slice, cols: slice, out: np.ndarray) -> None:
-            _write_outputs(writers, out, (rows.start, cols.start, rows.stop - rows.start, cols.stop - cols.start),
-                           classes=classes, threshold=predictor.infer.threshold, tta=predictor.with_uncertainty)
-
-        settings = TileSettings(tile_size=tile, overlap=predictor.infer.overlap, blend=predictor.infer.blend,
-                                batch_size=batch)
-        windows = predict_raster_windows(
-            predictor.tile_fn(), read_window, write_window, size=(height, width), settings=settings,
-            chunk_tiles=chunk_tiles,
-        )  # fmt: skip
-    written = [Path(p) for p in (mask_path, prob_path, uncertainty_path) if p is not None]
-    return RasterResult(written=written, stats=stats, windows=windows)
+    return read_window
 
 
 def _read_window(path: Path, box: Window) -> np.ndarray:

@@ -55,6 +55,9 @@ from unetkit.runtime.tiling import (
     predict_raster_windows as predict_raster_windows,
 )
 from unetkit.runtime.tiling import (
+    raster_chunk_count as raster_chunk_count,
+)
+from unetkit.runtime.tiling import (
     sliding_window_predict as sliding_window_predict,
 )
 from unetkit.runtime.tiling import (

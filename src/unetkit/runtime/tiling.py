@@ -474,6 +474,7 @@ def predict_raster_windows(
     size: tuple[int, int],
     settings: TileSettings,
     chunk_tiles: int = 8,
+    chunks: range | None = None,
 ) -> WindowStats:
     """Tiled prediction of a huge 2D raster, chunk by chunk, with memory independent of the raster size.
 
@@ -496,9 +497,12 @@ def predict_raster_windows(
         settings: as in :func:`sliding_window_predict`.
         chunk_tiles: grid steps per chunk side; larger chunks use more memory but re-predict fewer tiles
             (tiles crossing a chunk border are predicted for each chunk they touch).
+        chunks: only these chunks (indices in row-major order, out of :func:`raster_chunk_count`); None: all.
+            Each chunk's output does not depend on which others are predicted, so disjoint ranges can be
+            predicted by different processes and their cores written into one raster.
 
     Returns:
-        :class:`WindowStats`.
+        :class:`WindowStats` (of the chunks predicted).
     """
     if chunk_tiles < 1:
         raise ValueError(f"chunk_tiles must be >= 1, got {chunk_tiles}")
@@ -507,7 +511,8 @@ def predict_raster_windows(
     starts = [axis_starts(n, t, overlap=settings.overlap) for n, t in zip(size, resolved.tile, strict=True)]
     plans = [_chunk_plan(s, t, n, chunk_tiles) for s, t, n in zip(starts, resolved.tile, size, strict=True)]
     predicted, largest = 0, (0, 0)
-    for (r0, r1, row_starts), (c0, c1, col_starts) in itertools.product(*plans):
+    every = list(itertools.product(*plans))
+    for (r0, r1, row_starts), (c0, c1, col_starts) in (every if chunks is None else [every[i] for i in chunks]):
         rows = slice(row_starts[0], row_starts[-1] + th)
         cols = slice(col_starts[0], col_starts[-1] + tw)
         window = _read(read_window, rows, cols, size, settings.pad_mode)
@@ -520,11 +525,19 @@ def predict_raster_windows(
         predicted += len(tiles)
         largest = (max(largest[0], rows.stop - rows.start), max(largest[1], cols.stop - cols.start))
     return WindowStats(
-        chunks=len(plans[0]) * len(plans[1]),
+        chunks=len(every) if chunks is None else len(chunks),
         tiles_in_grid=len(starts[0]) * len(starts[1]),
         tiles_predicted=predicted,
         max_window=largest,
     )
+
+
+def raster_chunk_count(*, size: tuple[int, int], settings: TileSettings, chunk_tiles: int = 8) -> int:
+    """How many chunks :func:`predict_raster_windows` cuts a raster of ``size`` into (same arguments)."""
+    tile = _check_tile(settings.tile_size, 2)
+    counts = [len(_chunk_plan(axis_starts(n, t, overlap=settings.overlap), t, n, chunk_tiles))
+              for n, t in zip(size, tile, strict=True)]
+    return counts[0] * counts[1]
 
 
 def _settings_with_dtype(
