@@ -252,13 +252,18 @@ class SegmentationService:
             )
 
     def _predict_file(self, source: Path, out: Path, *, overlay: bool, uncertainty: bool) -> dict[str, Path]:
-        from unetkit.infer.files import output_paths, predict_file
+        from unetkit.infer.paths import PathRequest, predict_paths
 
-        targets = output_paths(source, out, prob=False, uncertainty=uncertainty, overlay=overlay)
+        # One input, read whole (the pixel limit above keeps it small), in this thread.
+        request = PathRequest(inputs=(str(source),), out=out, uncertainty=uncertainty, overlay=overlay,
+                              window_threshold=None, sequential=True)
         timeout = self.limits.timeout_s
         try:
             with self.batcher.caller():
-                predict_file(self._routed(deadline=time.monotonic() + timeout), source, targets)
+                run = predict_paths(self._routed(deadline=time.monotonic() + timeout), request)
+                (outcome,) = list(run.outcomes)
+                if outcome.error is not None:
+                    raise outcome.error
         except TimeoutError as err:  # before OSError, of which it is a kind
             raise ServiceError(504, f"the prediction did not finish within {timeout:g} s (the server is busy); "
                                     "retry later") from err  # fmt: skip
@@ -268,6 +273,8 @@ class SegmentationService:
             raise ServiceError(503, "the service is shutting down", headers={"Retry-After": "5"}) from err
         except (ValueError, OSError) as err:
             raise ServiceError(400, _without_path(err, source)) from err
+        targets = run.planned[0].targets
+        assert targets is not None  # a refused input is an outcome with an error, raised above
         return targets
 
     def _json(self, source: Path, targets: dict[str, Path], seconds: float) -> bytes:
