@@ -56,8 +56,8 @@ class CheckReport:
         root: the dataset as given.
         findings: errors and warnings, errors first.
         summary: counts, layout, sizes, channels, dtypes, mask values/colours, the encoding guess and the
-            fingerprint's dict form (``summary["fingerprint"]``, see :meth:`DataFingerprint.to_dict`).
-        fingerprint: the samples' :class:`unetkit.data.fingerprint.DataFingerprint` (None when none was read);
+            fingerprint's dict form (``summary["fingerprint"]``, see ``DataFingerprint.to_dict()``).
+        fingerprint: the samples' ``unetkit.data.fingerprint.DataFingerprint`` (None when none was read);
             without class statistics when the masks' encoding is wrong.
     """
 

@@ -68,7 +68,8 @@ class IntensityStats:
 
 @dataclass(frozen=True)
 class DataFingerprint:
-    """What :func:`fingerprint` found in a dataset. Every field has one default, meaning "not recorded".
+    """What ``fingerprint()`` found in a dataset. Each field has one default: what a hand-written fingerprint (or a
+    dict form without the key) means when it does not record the field.
 
     Attributes:
         num_samples: images read.
@@ -84,7 +85,8 @@ class DataFingerprint:
         spacing_max: largest voxel size per axis, or None.
         georeferenced: every image carries a CRS or an affine transform, as GeoTIFFs do.
         intensity: per-channel statistics over all pixels; None when images differ in channel count.
-        intensity_foreground: the same over labelled foreground pixels; None without foreground or uniform channels.
+        intensity_foreground: the same over labelled foreground pixels; None without foreground pixels, or when
+            images differ in channel count.
         classes: class names (from the data options, or ``class_0``, ``class_1``, ... when the masks hold more).
         class_pixels: labelled pixels per class name.
         class_frequencies: share of the labelled pixels per class name.
@@ -145,13 +147,13 @@ class DataFingerprint:
         """Read the dict form back; a missing key gets the field's default.
 
         Args:
-            raw: a dict as :meth:`to_dict` writes it (``spatial_dims`` / ``channels`` as a number or a list).
+            raw: a dict as ``to_dict()`` writes it (``spatial_dims`` / ``channels`` as a number or a list).
 
         Returns:
             The fingerprint.
 
         Raises:
-            ValueError: a key that is no field of :class:`DataFingerprint`.
+            ValueError: a key that is no field of ``DataFingerprint``.
         """
         values = dict(raw)
         _check_keys(cls, values, "fingerprint")
@@ -188,7 +190,7 @@ def fingerprint(items: Sequence[Any], config: DataConfig | None = None, *, seed:
         seed: seed of the pixel subsample used for percentiles.
 
     Returns:
-        The sizes, channels, spacings, intensities and class statistics (see :class:`DataFingerprint`).
+        The sizes, channels, spacings, intensities and class statistics (see ``DataFingerprint``).
 
     Raises:
         ValueError: empty input, or samples without a config.
@@ -210,7 +212,7 @@ def _loaded(items: Sequence[Any], config: DataConfig) -> Iterable[LoadedSample]:
 
 
 class FingerprintAccumulator:
-    """Collects the statistics of :func:`fingerprint` one sample at a time."""
+    """Collects the statistics of ``fingerprint()`` one sample at a time."""
 
     def __init__(self, config: DataConfig, *, seed: int = 0) -> None:
         self.config = config

@@ -120,7 +120,7 @@ def make_plan(
     Args:
         data: how to read the dataset (the planner fills in channels, dimensions, normalisation, spacing).
         fingerprint: the dataset's sizes, spacings, intensities and class frequencies (fields it does not record
-            are read from ``data``, or assumed: :data:`ASSUMED_SIZE`, :data:`ASSUMED_FOREGROUND_FRACTION`).
+            are read from ``data``, or assumed: ``ASSUMED_SIZE``, ``ASSUMED_FOREGROUND_FRACTION``).
         device: the device the plan is sized for (patch, batch and workers differ on a GPU).
         time_budget_s: training time in seconds, recorded as ``train.time_budget_s`` (None: a step count).
         pretrained: use the ImageNet-pretrained encoder where the rules allow (None: when its weights
@@ -172,7 +172,7 @@ def make_plan(
 
 def _facts(fingerprint: DataFingerprint, data: DataConfig) -> DataFingerprint:
     """The fingerprint as the rules read it: one dimensionality and one channel count (the data options' where
-    it records none), a median size (:data:`ASSUMED_SIZE` a side where it records none), and an ROI also when
+    it records none), a median size (``ASSUMED_SIZE`` a side where it records none), and an ROI also when
     the data options name an ROI folder."""
     dims = fingerprint.spatial_dims or [data.spatial_dims]
     channels = fingerprint.channels or [data.in_channels]
