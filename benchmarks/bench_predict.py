@@ -59,10 +59,11 @@ def images(count: int) -> list[np.ndarray]:
 def default_plan(width: int):  # type: ignore[no-untyped-def]
     """``make_plan`` for 1-channel 512 x 512 binary images, with the given width and one 512 tile."""
     from unetkit.config import InferConfig
+    from unetkit.data.fingerprint import DataFingerprint, SizeSpread
     from unetkit.data.options import DataConfig
     from unetkit.train.plan import make_plan
 
-    fingerprint = {"spatial_dims": 2, "channels": 1, "sizes": {"median": [SIZE, SIZE]}}
+    fingerprint = DataFingerprint(spatial_dims=[2], channels=[1], sizes=SizeSpread(median=[SIZE, SIZE]))
     plan = make_plan(DataConfig(in_channels=1, classes=["background", "membrane"], task="binary"), fingerprint, pretrained=False)
     plan.model.kwargs["width"] = width
     plan.infer = InferConfig(tile_size=[SIZE, SIZE], overlap=0.5, tta="none", batch_size=4)

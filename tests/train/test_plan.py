@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from unetkit.config import Plan, apply_overrides
+from unetkit.data.fingerprint import DataFingerprint
 from unetkit.data.options import DataConfig
 from unetkit.precision import resolve_precision
 from unetkit.train.plan import make_plan
 
 
-def _fp(**kw: object) -> dict:  # type: ignore[type-arg]
+def _fp(**kw: object) -> DataFingerprint:
     base = {"spatial_dims": [2], "channels": [1], "sizes": {"median": [512, 512]}, "classes": ["bg", "fg"],
             "foreground_fraction": 0.2}  # fmt: skip
-    return {**base, **kw}
+    return DataFingerprint.from_dict({**base, **kw})
 
 
 def test_em_like_data_on_a_cpu() -> None:
