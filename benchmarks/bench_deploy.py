@@ -66,9 +66,10 @@ def isbi_images(count: int) -> list[np.ndarray]:
 def export_both(run: Path, tmp: Path) -> tuple[Path, Path, dict]:
     """fp32 graph as ``unetkit export`` writes it, then the int8 graph; their times and checks."""
     from unetkit.config import Plan
-    from unetkit.infer.onnx_backend import export_pipeline
+    from unetkit.infer.predictor import onnx_labeller
     from unetkit.models.base import load_model
     from unetkit.quantize import quantize_run
+    from unetkit.runtime.onnx_pipeline import export_pipeline
 
     plan = Plan.load(run / "plan.yaml")
     tile = [int(t) for t in plan.infer.tile_size]
@@ -79,14 +80,14 @@ def export_both(run: Path, tmp: Path) -> tuple[Path, Path, dict]:
                                tile_size=tile, check_sizes=[tile, odd])
     export_s = time.perf_counter() - started
     started = time.perf_counter()
-    result = quantize_run(run, fp32, int8, checkpoint="best", calibration_patches=32, max_drop=1.0)
+    result = quantize_run(run, fp32, int8, labeller=onnx_labeller, checkpoint="best", calibration_patches=32, max_drop=1.0)
     quant_s = time.perf_counter() - started
     return fp32, int8, {
         "fp32_export_s": round(export_s, 1),
-        "fp32_max_abs_diff": exported["max_abs_diff"],
+        "fp32_max_abs_diff": exported.max_abs_diff,
         "int8_quantize_and_validate_s": round(quant_s, 1),
-        "validation": {k: result[k] for k in ("metric", "dice_fp32", "dice_int8", "drop", "validation_images")},
-        "validation_images_per_s": result["images_per_s"],
+        "validation": {k: getattr(result, k) for k in ("metric", "dice_fp32", "dice_int8", "drop", "validation_images")},
+        "validation_images_per_s": result.images_per_s,
     }
 
 
@@ -203,13 +204,13 @@ def main() -> None:
             if run is None:
                 continue
             from unetkit.config import Plan
+            from unetkit.runtime.run import encoder_name
 
             print(f"{label}: export + int8", flush=True)
             fp32, int8, exported = export_both(run, Path(tmp))
             print(f"{label}: timing", flush=True)
             times = timed_rounds(contenders(run, fp32, int8), images, rounds=args.rounds)
-            report["plans"][label] = {"run": str(run), "encoder": Plan.load(run / "plan.yaml").model.kwargs.get(
-                "encoder", "plain"), "export": exported, "per_image": summarise(times)}
+            report["plans"][label] = {"run": str(run), "encoder": encoder_name(Plan.load(run / "plan.yaml")), "export": exported, "per_image": summarise(times)}
         if args.folder_images:
             print("folder", flush=True)
             report["folder"] = folder(args.folder_images, Path(tmp))

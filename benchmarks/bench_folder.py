@@ -82,10 +82,11 @@ def make_run(run: Path, *, width: int, tta: str, precision: str) -> Path:
 
     import unetkit
     from unetkit.config import InferConfig
+    from unetkit.data.fingerprint import DataFingerprint, SizeSpread
     from unetkit.data.options import DataConfig
     from unetkit.train.plan import make_plan
 
-    fingerprint = {"spatial_dims": 2, "channels": 1, "sizes": {"median": [SIZE, SIZE]}}
+    fingerprint = DataFingerprint(spatial_dims=[2], channels=[1], sizes=SizeSpread(median=[SIZE, SIZE]))
     plan = make_plan(DataConfig(in_channels=1, classes=["background", "membrane"], task="binary"), fingerprint,
                      pretrained=False)
     plan.model.kwargs["width"] = width

@@ -65,6 +65,7 @@ def train_part(listing: Path, *, steps: int, rounds: int) -> dict:
     from unetkit.config import DataConfig
     from unetkit.data.fingerprint import fingerprint
     from unetkit.precision import PrecisionChoice, choose_precision, memory_format
+    from unetkit.runtime.run import encoder_name
     from unetkit.train.plan import make_plan
     from unetkit.train.setup import checked_samples, load_examples
 
@@ -89,7 +90,7 @@ def train_part(listing: Path, *, steps: int, rounds: int) -> dict:
     fastest = max(rows, key=lambda n: rows[n]["steps_per_s"])
     auto_name = next(n for n, c in choices.items() if (c.dtype, c.layout) == (auto.dtype, auto.layout))
     return {
-        "plan": {"model": plan.model.name, "encoder": plan.model.kwargs.get("encoder"),
+        "plan": {"model": plan.model.name, "encoder": encoder_name(plan),
                  "patch_size": plan.train.patch_size, "batch_size": plan.train.batch_size},
         "steps_per_round": steps, "rows": rows, "fastest": fastest, "auto": auto.to_dict(), "auto_row": auto_name,
         "auto_vs_fastest": rows[auto_name]["steps_per_s"] / rows[fastest]["steps_per_s"],

@@ -59,10 +59,11 @@ def images(count: int) -> list[np.ndarray]:
 def default_plan(width: int):  # type: ignore[no-untyped-def]
     """``make_plan`` for 1-channel 512 x 512 binary images, with the given width and one 512 tile."""
     from unetkit.config import InferConfig
+    from unetkit.data.fingerprint import DataFingerprint, SizeSpread
     from unetkit.data.options import DataConfig
     from unetkit.train.plan import make_plan
 
-    fingerprint = {"spatial_dims": 2, "channels": 1, "sizes": {"median": [SIZE, SIZE]}}
+    fingerprint = DataFingerprint(spatial_dims=[2], channels=[1], sizes=SizeSpread(median=[SIZE, SIZE]))
     plan = make_plan(DataConfig(in_channels=1, classes=["background", "membrane"], task="binary"), fingerprint, pretrained=False)
     plan.model.kwargs["width"] = width
     plan.infer = InferConfig(tile_size=[SIZE, SIZE], overlap=0.5, tta="none", batch_size=4)
@@ -145,8 +146,8 @@ def bench_width(width: int, *, rounds: int, raw: list[np.ndarray], tmp: Path, tt
     import torch
 
     from unetkit.data.normalize import normalize
-    from unetkit.infer.onnx_backend import export_pipeline
     from unetkit.infer.predictor import Predictor
+    from unetkit.runtime.onnx_pipeline import export_pipeline
 
     plan = default_plan(width)
     model = calibrated_model(plan)
@@ -167,7 +168,7 @@ def bench_width(width: int, *, rounds: int, raw: list[np.ndarray], tmp: Path, tt
                             inputs=len(raw))
     result = {
         "model": plan.model.kwargs,
-        "onnx_export": {"seconds": round(export_s, 1), "max_abs_diff": exported["max_abs_diff"]},
+        "onnx_export": {"seconds": round(export_s, 1), "max_abs_diff": exported.max_abs_diff},
         "network_batch1": summary(network, "unetkit_plain_eager"),
         "predictor_per_image": summary(pipeline, "plain_eager"),
     }

@@ -98,7 +98,7 @@ def make_run(folder: Path, *, width: int, depth: int, overlap: float) -> Path:
 
 def tiles_predicted(size: int, overlap: float) -> int:
     """Tiles the windowed path predicts for a square raster (tiles crossing a chunk border count per chunk)."""
-    from unetkit.infer.tiling import axis_starts
+    from unetkit.runtime.tiling import axis_starts
 
     starts = axis_starts(size, TILE, overlap=overlap)
     step = max(1, int(TILE * (1 - overlap)))

@@ -142,3 +142,173 @@ def test_the_checker_finds_lazy_and_relative_cycles(toy_package: Path) -> None:
     assert graph["toy.a"] == {"toy.b"} and graph["toy.b"] == {"toy.a"} and graph["toy.c"] == {"toy.a"}
     assert graph["toy.d"] == {"toy.d.e"} and graph["toy.d.e"] == {"toy.d"}
     assert sorted(cycles(graph)) == [["toy.a", "toy.b"], ["toy.d", "toy.d.e"]]
+
+
+# -- the stage rule: train, infer, export and diffusion stand side by side on the runtime layer --------------
+
+# Top-level modules / packages of each stage (the export stage is three modules).
+STAGES = {
+    "train": ("train",),
+    "infer": ("infer",),
+    "export": ("export", "quantize", "onnx_rewrite"),
+    "diffusion": ("diffusion",),
+}
+# Only the CLI layer (cli, commands) and the HTTP service compose stages; the runtime layer imports none.
+COMPOSERS = ("cli", "commands", "serve")
+
+
+def _head(module: str) -> str:
+    """``a`` of ``pkg.a.b`` ("" for the top package itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def stage_of(module: str) -> str | None:
+    """The stage ``module`` (``pkg.a.b``) belongs to, or None for the runtime, the building blocks and leaves."""
+    return next((stage for stage, heads in STAGES.items() if _head(module) in heads), None)
+
+
+def stage_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Edges from one stage to another, and from the runtime layer to any stage or composer."""
+    found = []
+    for source, targets in graph.items():
+        for target in targets:
+            start, into = stage_of(source), stage_of(target)
+            if start is not None and into is not None and start != into:
+                found.append(f"{source} -> {target} (stage {start} imports stage {into})")
+            elif _head(source) == "runtime" and (into is not None or _head(target) in COMPOSERS):
+                found.append(f"{source} -> {target} (the runtime layer imports a stage or the CLI / service)")
+    return sorted(found)
+
+
+def private_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of a private module (``pkg.x._y``) from outside its package ``pkg.x``; the top package's own
+    private leaves (``pkg._io``, ``pkg._version``) are shared by design."""
+    found = []
+    for source, targets in graph.items():
+        for target in targets:
+            parts = target.split(".")
+            for i, part in enumerate(parts[1:], 1):
+                if part.startswith("_") and not part.startswith("__"):
+                    owner = ".".join(parts[:i])
+                    if i > 1 and source != owner and not source.startswith(owner + "."):
+                        found.append(f"{source} -> {target}")
+                    break
+    return sorted(found)
+
+
+def long_functions(package_dir: Path, *, limit: int = 80) -> list[str]:
+    """Functions and methods longer than ``limit`` lines, their docstring excluded."""
+    found = []
+    for name, path in module_files(package_dir).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                length -= (first.end_lineno or first.lineno) - first.lineno + 1
+            if length > limit:
+                found.append(f"{name}.{node.name}: {length} lines")
+    return sorted(found)
+
+
+MODEL_OPTIONS = ("classes", "in_channels", "encoder", "width", "depth", "spatial_dims")
+
+
+def untyped_option_reads(package_dir: Path) -> list[str]:
+    """``kwargs.get("<model option>", ...)`` (any ``kwargs``) or ``model.kwargs.get(...)`` (any key) outside
+    ``model_config.py``."""
+    found = []
+    for name, path in module_files(package_dir).items():
+        if name.endswith(".model_config"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"):
+                continue
+            owner = node.func.value
+            if not ((isinstance(owner, ast.Attribute) and owner.attr == "kwargs")
+                    or (isinstance(owner, ast.Name) and owner.id == "kwargs")):
+                continue
+            key = node.args[0] if node.args else None
+            named = isinstance(key, ast.Constant) and key.value in MODEL_OPTIONS
+            on_model = isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Attribute) and owner.value.attr == "model"
+            if named or on_model:
+                found.append(f"{name}:{node.lineno}")
+    return sorted(found)
+
+
+def test_stages_import_only_the_runtime_and_the_building_blocks() -> None:
+    graph = import_graph(SRC)
+    assert {"unetkit.runtime.run", "unetkit.runtime.tiling", "unetkit.quantize", "unetkit.train.loop"} <= set(graph)
+    assert stage_violations(graph) == []
+
+
+def test_no_module_imports_another_packages_private_module() -> None:
+    assert private_imports(import_graph(SRC)) == []
+
+
+def test_no_function_is_longer_than_80_lines() -> None:
+    assert long_functions(SRC) == []
+
+
+def test_model_options_are_read_through_the_typed_config() -> None:
+    assert untyped_option_reads(SRC) == []
+
+
+@pytest.fixture()
+def staged_package(tmp_path: Path) -> Path:
+    """``toy`` laid out like unetkit, obeying every rule: stages on the runtime, a private module used inside
+    its package, the CLI layer composing two stages."""
+    root = tmp_path / "toy"
+    files = {
+        "__init__.py": "",
+        "cli.py": "from toy.commands import run\n",
+        "commands/__init__.py": "",
+        "commands/run.py": "from toy.train import loop\nfrom toy.infer import predictor\n",
+        "runtime/__init__.py": "",
+        "runtime/tiling.py": "from toy.data import io\n",
+        "data/__init__.py": "",
+        "data/_common.py": "",
+        "data/io.py": "from toy.data._common import x\n",
+        "train/__init__.py": "",
+        "train/loop.py": "from toy.runtime import tiling\n",
+        "infer/__init__.py": "",
+        "infer/predictor.py": "from toy.runtime.tiling import f\nfrom toy.data.io import read\n",
+        "quantize.py": "def score(kwargs):\n    return kwargs.get('steps', 1)\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_the_layer_checks_pass_on_a_package_that_keeps_the_rules(staged_package: Path) -> None:
+    graph = import_graph(staged_package)
+    assert graph["toy.commands.run"] == {"toy.train.loop", "toy.infer.predictor"}  # composing stages is allowed
+    assert stage_violations(graph) == [] and private_imports(graph) == []
+    assert long_functions(staged_package) == [] and untyped_option_reads(staged_package) == []
+
+
+def test_the_layer_checks_fail_on_a_deliberate_stage_to_stage_import(staged_package: Path) -> None:
+    # The old shape: the training stage reusing inference's blocks, the runtime reaching up into a stage.
+    (staged_package / "train" / "evaluation.py").write_text("def f():\n    from toy.infer.predictor import P\n")
+    (staged_package / "runtime" / "run.py").write_text("import toy.quantize\n")
+    assert stage_violations(import_graph(staged_package)) == [
+        "toy.runtime.run -> toy.quantize (the runtime layer imports a stage or the CLI / service)",
+        "toy.train.evaluation -> toy.infer.predictor (stage train imports stage infer)",
+    ]
+    (staged_package / "quantize.py").write_text("from toy.train import loop\n")
+    assert "toy.quantize -> toy.train.loop (stage export imports stage train)" in stage_violations(
+        import_graph(staged_package))
+
+
+def test_the_other_checks_fail_on_deliberate_breaches(staged_package: Path) -> None:
+    (staged_package / "infer" / "files.py").write_text("from toy.data._common import full_suffix\n")
+    assert private_imports(import_graph(staged_package)) == ["toy.infer.files -> toy.data._common"]
+    body = "".join(f"    x{i} = {i}\n" for i in range(79))  # ok: 80 lines without its docstring
+    (staged_package / "infer" / "long.py").write_text(f'def ok():\n    """Doc."""\n{body}\n\ndef bad():\n{body}    return 0\n')
+    assert long_functions(staged_package) == ["toy.infer.long.bad: 81 lines"]
+    (staged_package / "infer" / "opts.py").write_text(
+        "def f(plan, kwargs):\n    return plan.model.kwargs.get('norm'), kwargs.get('classes', 2)\n")
+    assert untyped_option_reads(staged_package) == ["toy.infer.opts:2", "toy.infer.opts:2"]

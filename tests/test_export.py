@@ -67,14 +67,14 @@ def test_model_exports_with_dynamic_axes_and_matches_eager(name, tmp_path):
         model, path, example_shape=(1, 2, 64, 64), check=ParityCheck(shapes=[(1, 2, 64, 64), (2, 2, 97, 131)])
     )
     assert model.training and all(m.training for m in model.modules())  # mode restored
-    assert set(report["max_abs_diff"]) == {"1x2x64x64", "2x2x97x131"}
-    assert all(0 <= d < ATOL for d in report["max_abs_diff"].values())
-    assert report["file_size_bytes"] == path.stat().st_size > 0
+    assert set(report.max_abs_diff) == {"1x2x64x64", "2x2x97x131"}
+    assert all(0 <= d < ATOL for d in report.max_abs_diff.values())
+    assert report.file_size_bytes == path.stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp or external-data files
 
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    assert _default_opset(proto) == report["opset"] == 18 >= 17
+    assert _default_opset(proto) == report.opset == 18 >= 17
     assert [i.name for i in proto.graph.input] == ["image"]
     assert _dims(proto.graph.input[0]) == ["batch", 2, "height", "width"]
     assert [o.name for o in proto.graph.output] == ["logits"]
@@ -93,8 +93,8 @@ def test_3d_plain_unet_exports(tmp_path):
     model = _tiny("unet", dims=3)
     report = export_onnx(model, tmp_path / "unet3d.onnx", example_shape=(1, 2, 16, 16, 16))
     # default second check shape: batch + 1, sizes not a multiple of the stride 4
-    assert list(report["max_abs_diff"]) == ["1x2x16x16x16", "2x2x23x23x23"]
-    assert max(report["max_abs_diff"].values()) < ATOL
+    assert list(report.max_abs_diff) == ["1x2x16x16x16", "2x2x23x23x23"]
+    assert max(report.max_abs_diff.values()) < ATOL
     proto = onnx.load(str(tmp_path / "unet3d.onnx"))
     assert _dims(proto.graph.input[0]) == ["batch", 2, "depth", "height", "width"]
     x = torch.randn(1, 2, 9, 13, 11)
@@ -121,9 +121,9 @@ def test_wrapper_module_with_two_outputs_and_static_spatial_axes(tmp_path):
     wrapper = _Pipeline(_tiny("unet"))
     path = tmp_path / "pipeline.onnx"
     report = export_onnx(wrapper, path, example_shape=(2, 2, 40, 52), dynamic_hw=False, names=("image", "out"))
-    assert report["output_names"] == ["out_0", "out_1"]
-    assert report["dynamic_axes"] == {0: "batch"}
-    assert list(report["max_abs_diff"]) == ["2x2x40x52", "3x2x40x52"]
+    assert report.output_names == ["out_0", "out_1"]
+    assert report.dynamic_axes == {0: "batch"}
+    assert list(report.max_abs_diff) == ["2x2x40x52", "3x2x40x52"]
     proto = onnx.load(str(path))
     assert _dims(proto.graph.input[0]) == ["batch", 2, 40, 52]
     logits, probs = _run_onnx(path, torch.rand(1, 2, 40, 52))
@@ -161,7 +161,7 @@ def test_check_raises_on_numeric_mismatch_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     # without the check the (wrong) file is written: the check is what caught it
     report = export_onnx(_DiffersWhenExported(), tmp_path / "m.onnx", example_shape=(1, 1, 8, 8), check=None)
-    assert report["max_abs_diff"] == {}
+    assert report.max_abs_diff == {}
     (got,) = _run_onnx(tmp_path / "m.onnx", torch.zeros(1, 1, 8, 8))
     assert (got == 1).all()
 

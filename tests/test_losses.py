@@ -344,3 +344,14 @@ def test_tversky_index_counting_options_reach_the_counts_and_unknown_ones_are_re
     assert with_background.shape == (2,)
     with pytest.raises(TypeError, match="batch_dcie"):
         L.tversky_index(logits, target, task="multiclass", batch_dcie=False)
+
+
+def test_the_loss_registry_is_the_plans_choice_list() -> None:
+    from unetkit.choices import LOSS_NAMES
+    from unetkit.config import Plan
+
+    assert tuple(L._LOSSES) == LOSS_NAMES == L.LOSS_NAMES
+    with pytest.raises(ValueError, match=r"^train.loss: unknown 'dicee'; valid: dice_ce, dice, ce, "):
+        Plan.from_dict({"train": {"loss": "dicee"}})
+    with pytest.raises(ValueError, match=r"^infer.tta: unknown 'flip'; valid: none, flips, d4, d4\+scales$"):
+        Plan.from_dict({"infer": {"tta": "flip"}})

@@ -19,7 +19,7 @@ import unetkit.quantize as quantize
 from unetkit.cli import main
 from unetkit.config import Plan
 from unetkit.data.io import read_image
-from unetkit.infer.predictor import Predictor
+from unetkit.infer.predictor import Predictor, onnx_labeller
 from unetkit.train.evaluation import foreground_dice
 from unetkit.train.overlays import overlay_name
 
@@ -133,9 +133,9 @@ def test_a_bad_calibration_is_refused_and_leaves_nothing(run: Path, exported: Pa
     # Ranges calibrated on inputs 1000x too large: real activations fall into a few quantisation steps.
     out = tmp_path / "bad.int8.onnx"
     with pytest.raises(quantize.QuantizationRefused, match=r"drops by .* more than the allowed 0.01") as refused:
-        quantize.quantize_run(run, exported / "model.onnx", out, calibration_patches=4,
+        quantize.quantize_run(run, exported / "model.onnx", out, labeller=onnx_labeller, calibration_patches=4,
                               calibration_transform=lambda tile: tile * 1000)
-    assert refused.value.result["drop"] > 0.1
+    assert refused.value.result.drop > 0.1
     assert list(tmp_path.iterdir()) == []
 
 
@@ -155,13 +155,13 @@ def test_the_export_command_refuses_with_one_line_and_exit_1(
 def test_bad_arguments_are_refused_before_any_work(run: Path, exported: Path, tmp_path: Path) -> None:
     fp32 = exported / "model.onnx"
     with pytest.raises(ValueError, match="calibration patches must be >= 1"):
-        quantize.quantize_run(run, fp32, tmp_path / "a.onnx", calibration_patches=0)
+        quantize.quantize_run(run, fp32, tmp_path / "a.onnx", labeller=onnx_labeller, calibration_patches=0)
     with pytest.raises(ValueError, match="must be >= 0"):
-        quantize.quantize_run(run, fp32, tmp_path / "a.onnx", max_drop=-0.1)
+        quantize.quantize_run(run, fp32, tmp_path / "a.onnx", labeller=onnx_labeller, max_drop=-0.1)
     with pytest.raises(ValueError, match="would overwrite the fp32 graph"):
-        quantize.quantize_run(run, fp32, fp32)
+        quantize.quantize_run(run, fp32, fp32, labeller=onnx_labeller)
     with pytest.raises(FileNotFoundError, match="no such ONNX model"):
-        quantize.quantize_run(run, tmp_path / "missing.onnx", tmp_path / "a.onnx")
+        quantize.quantize_run(run, tmp_path / "missing.onnx", tmp_path / "a.onnx", labeller=onnx_labeller)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -105,7 +105,7 @@ class TrainConfig:
         fold: which fold is the validation part when ``folds >= 2``.
         early_stop_patience: stop after this many evaluations without improvement (None = never).
         align: after training, move predictions by the sub-pixel shift that best fits the validation labels if
-            it wins clearly (written to ``infer.shift``; see ``unetkit.infer.alignment``).
+            it wins clearly (written to ``infer.shift``; see ``unetkit.runtime.alignment``).
         seed: seed of the initialisation, the split and the batches (the batch of step s is a pure function of
             the seed and s).
         labels: train on this many cases of the training side, drawn with ``labels_seed`` (0 = all); the
@@ -148,7 +148,7 @@ class TrainConfig:
     fold: int = 0
     early_stop_patience: int | None = None  # in evaluations without improvement
     # After training, move predictions by the sub-pixel shift that best fits the validation labels, if one
-    # wins clearly (unetkit.infer.alignment); the result is written to infer.shift.
+    # wins clearly (unetkit.runtime.alignment); the result is written to infer.shift.
     align: bool = True
     seed: int = 0
     # Train on a subset of the training side only (the validation part is split first, so it is the same
@@ -188,7 +188,7 @@ class InferConfig:
             where it is native (``unetkit.precision.choose_precision``); fp32 for exact comparisons.
         shift: pixels to move the probabilities by, per spatial axis (``[]`` = none); set by training's
             alignment step.
-        max_pass_pixels: inference tiles chosen for speed (``unetkit.infer.tiling.pass_tiles``): an image of up
+        max_pass_pixels: inference tiles chosen for speed (``unetkit.runtime.tiling.pass_tiles``): an image of up
             to this many pixels (voxels) goes through the network in one pass, larger ones in tiles of up to this
             size; null = auto (2D: 1024 x 1024, 3D: ``tile_size``); 0 = always ``tile_size``.
     """
@@ -205,11 +205,27 @@ class InferConfig:
     precision: str = "auto"
     # Pixels to move the probabilities by, per spatial axis ([] = none); set by training's alignment step.
     shift: list[float] = field(default_factory=list)
-    # Inference tiles chosen for speed (unetkit.infer.tiling.pass_tiles): an image of up to this many pixels
+    # Inference tiles chosen for speed (unetkit.runtime.tiling.pass_tiles): an image of up to this many pixels
     # (voxels) goes through the network in one pass, and larger ones in tiles of up to this size; null = auto
     # (2D: 1024 x 1024, 3D: the tile_size above); 0 = always tile_size (the training patch).
     max_pass_pixels: int | None = None
 
+
+
+def _check_choices(plan: Plan) -> None:
+    """The plan's choice fields against the one list of each (:mod:`unetkit.choices`), named as ``section.field``.
+
+    Raises:
+        ValueError: a value outside its list.
+    """
+    from unetkit.choices import LOSS_NAMES, PRECISIONS, TTA_LEVELS
+
+    for name, value, valid in (("train.loss", plan.train.loss, LOSS_NAMES),
+                               ("train.precision", plan.train.precision, PRECISIONS),
+                               ("infer.precision", plan.infer.precision, PRECISIONS),
+                               ("infer.tta", plan.infer.tta, TTA_LEVELS)):  # fmt: skip
+        if value not in valid:
+            raise ValueError(f"{name}: unknown {value!r}; valid: {', '.join(valid)}")
 
 @dataclass
 class Plan:
@@ -248,6 +264,7 @@ class Plan:
                 raise ValueError(f"plan section {name!r} must be a mapping, got {type(raw[name]).__name__}")
         plan = cls(**{name: _build(section, raw.get(name, {}), name) for name, section in sections.items()})
         plan.model.typed()  # the model's options against its typed config
+        _check_choices(plan)
         return plan
 
     def save(self, path: str | Path) -> None:

@@ -140,7 +140,8 @@ def _onnx_forward(model: Any, image: Any) -> Any:
 
     if not onnxruntime_installed():
         return None
-    from unetkit.infer.onnx_backend import OnnxTileRunner, export_pipeline
+    from unetkit.infer.onnx_backend import OnnxTileRunner
+    from unetkit.runtime.onnx_pipeline import export_pipeline
 
     with tempfile.TemporaryDirectory(prefix="unetkit_doctor_") as tmp:
         path = Path(tmp) / "model.onnx"

@@ -9,6 +9,7 @@ read, naming the option. ``unetkit.models`` builds its networks from the same cl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,4 +86,21 @@ MODEL_CONFIGS: dict[str, type[SegModelConfig]] = {
 }
 
 
-__all__ = ["MODEL_CONFIGS", "SegModelConfig", "UNetPlusPlusConfig"]
+def untyped_option(kwargs: Mapping[str, Any], name: str, default: Any) -> Any:
+    """An option of a model without a typed config (the diffusion U-Net, a user's own registered model).
+
+    The built-in models' options are read through their dataclasses (``ModelConfig.typed()``); a model
+    outside :data:`MODEL_CONFIGS` has only its keyword arguments, and this is the one place that reads them.
+
+    Args:
+        kwargs: the plan's ``model.kwargs``.
+        name: the option (``in_channels``, ``classes``, ``encoder``).
+        default: the value when the keyword arguments do not name it.
+
+    Returns:
+        The option's value, or ``default``.
+    """
+    return kwargs.get(name, default)
+
+
+__all__ = ["MODEL_CONFIGS", "SegModelConfig", "UNetPlusPlusConfig", "untyped_option"]

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from unetkit.choices import PRECISIONS
+
 # The flags that decide (or explain) a CPU fast path; every benchmark records them. ``bf16`` is aarch64's feature
 # name (``Features`` line); the others are x86 ``flags``.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "bf16")

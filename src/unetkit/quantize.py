@@ -10,7 +10,8 @@
    operations (:mod:`unetkit.onnx_rewrite`); the graph keeps its ``image`` input and ``probabilities`` output;
 3. predicts the run's *validation* images through the normal :class:`~unetkit.infer.predictor.Predictor`
    (tiling, blending, TTA and shift from the plan) with the fp32 and the int8 graph, and compares foreground
-   Dice (binary) or mean IoU (multi-class) and images per second;
+   Dice (binary) or mean IoU (multi-class) and images per second; the Predictor is inference's, so the caller
+   hands it in (``labeller=unetkit.infer.predictor.onnx_labeller``: stages do not import each other);
 4. publishes the int8 graph (temporary file, then rename) only when ``fp32 score - int8 score <= max_drop``;
    otherwise it raises :class:`QuantizationRefused` and leaves nothing behind.
 
@@ -18,8 +19,9 @@ int8 speed depends on the CPU's int8 dot-product instructions (``avx512_vnni`` /
 :func:`int8_report` records which the machine has next to the measured speeds.
 
 Example (the default Lite0 plan on ISBI 2012 after 150 steps, 6 validation slices, a busy 2-core machine):
-    >>> result = quantize_run("runs/isbi", "model.onnx", "model.int8.onnx", calibration_patches=32)
-    >>> result["dice_fp32"], result["dice_int8"], result["images_per_s"]
+    >>> result = quantize_run("runs/isbi", "model.onnx", "model.int8.onnx", labeller=onnx_labeller,
+    ...                       calibration_patches=32)
+    >>> result.dice_fp32, result.dice_int8, result.images_per_s
     (0.8172, 0.8173, {'fp32': 0.22, 'int8': 0.35})
 """
 
@@ -30,16 +32,17 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from unetkit.config import Plan
 from unetkit.data.normalize import normalize_for
 from unetkit.run_layout import load_run_plan, weights_dir
-from unetkit.train.batches import Example, labelled_example
+from unetkit.runtime.examples import Example, labelled_example, split_examples
+from unetkit.runtime.run import input_channels, label_classes
 
 DEFAULT_CALIBRATION_PATCHES = 32
 DEFAULT_MAX_DROP = 0.01
@@ -50,14 +53,55 @@ FLOAT_OPS = ("Softmax", "Sigmoid", "ReduceMax", "Sub", "Exp", "ReduceSum", "Div"
 PatchTransform = Callable[[np.ndarray], np.ndarray]
 
 
+class GraphLabeller(Protocol):
+    """How a graph predicts: ``labeller(graph, weights=..., plan=...)`` is a function raw image -> label map.
+
+    :func:`unetkit.infer.predictor.onnx_labeller` is the one unetkit uses: the normal Predictor (the plan's
+    tiling, blending, TTA and shift) running the graph in ONNX Runtime.
+    """
+
+    def __call__(self, graph: Path, *, weights: Path, plan: Plan) -> Callable[[np.ndarray], np.ndarray]: ...
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_run` measured.
+
+    Attributes:
+        metric: ``foreground_dice`` (two classes or one sigmoid channel) or ``miou`` (more classes).
+        dice_fp32: the metric of the fp32 graph on the validation images (named Dice for both metrics).
+        dice_int8: the same for the int8 graph.
+        drop: ``dice_fp32 - dice_int8``.
+        images_per_s: ``{"fp32": ..., "int8": ...}``, whole validation images through the Predictor.
+        validation_images: how many images were scored.
+        max_drop: the largest accepted drop.
+        calibration_patches: how many tiles calibrated the activation ranges.
+        quantized_nodes: QuantizeLinear nodes in the int8 graph.
+        file_size_bytes: size of the int8 graph.
+        path: where the int8 graph is (or would have been) written.
+    """
+
+    metric: str
+    dice_fp32: float
+    dice_int8: float
+    drop: float
+    images_per_s: dict[str, float] = field(default_factory=dict)
+    validation_images: int = 0
+    max_drop: float = DEFAULT_MAX_DROP
+    calibration_patches: int = 0
+    quantized_nodes: int = 0
+    file_size_bytes: int = 0
+    path: str = ""
+
+
 class QuantizationRefused(RuntimeError):
     """The int8 graph loses more validation score than allowed; it was not written.
 
     Attributes:
-        result: the measurements (as :func:`quantize_run` would have returned them).
+        result: the measurements (:class:`QuantizeResult`, as :func:`quantize_run` would have returned them).
     """
 
-    def __init__(self, message: str, result: dict[str, Any]) -> None:
+    def __init__(self, message: str, result: QuantizeResult) -> None:
         super().__init__(message)
         self.result = result
 
@@ -67,17 +111,19 @@ def quantize_run(
     fp32_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     *,
+    labeller: GraphLabeller,
     checkpoint: str = "best",
     calibration_patches: int = DEFAULT_CALIBRATION_PATCHES,
     max_drop: float = DEFAULT_MAX_DROP,
     calibration_transform: PatchTransform | None = None,
-) -> dict[str, Any]:
+) -> QuantizeResult:
     """Quantise ``fp32_path`` (``unetkit export``'s graph of ``run_dir``) to ``out_path`` if the score holds.
 
     Args:
         run_dir: the training run (``plan.yaml`` says where the data is and how it was split and normalised).
         fp32_path: the exported fp32 graph of ``run_dir/checkpoint``.
         out_path: destination of the int8 graph (written atomically, only when accepted).
+        labeller: how a graph predicts an image (``unetkit.infer.predictor.onnx_labeller``).
         checkpoint: ``best`` or ``last``: the weights the graph came from (the Predictor loads them too).
         calibration_patches: how many training tiles calibrate the activation ranges.
         max_drop: largest accepted ``score_fp32 - score_int8`` on the validation images.
@@ -85,9 +131,7 @@ def quantize_run(
             Runtime sees it; for tests that need a deliberately bad calibration (e.g. ``lambda p: p * 1000``).
 
     Returns:
-        ``{"metric", "dice_fp32", "dice_int8", "drop", "max_drop", "images_per_s": {"fp32", "int8"},
-        "validation_images", "calibration_patches", "quantized_nodes", "file_size_bytes", "path"}``;
-        ``dice_*`` hold the metric named by ``metric`` (``foreground_dice`` or ``miou``).
+        :class:`QuantizeResult`; ``dice_*`` hold the metric named by ``metric`` (``foreground_dice`` or ``miou``).
 
     Raises:
         QuantizationRefused: the drop exceeds ``max_drop`` (nothing written).
@@ -106,10 +150,11 @@ def quantize_run(
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         quantized = quantize_graph(fp32_path, tmp, patches)
-        result = compare_graphs(weights_dir(run_dir, checkpoint), plan, val, fp32=fp32_path, int8=tmp)
-        result.update(max_drop=float(max_drop), calibration_patches=len(patches), quantized_nodes=quantized,
-                      file_size_bytes=tmp.stat().st_size, path=str(out_path))
-        if not result["drop"] <= max_drop:  # also refuses a NaN score
+        result = compare_graphs(weights_dir(run_dir, checkpoint), plan, val, fp32=fp32_path, int8=tmp,
+                                labeller=labeller)
+        result.max_drop, result.calibration_patches, result.quantized_nodes = float(max_drop), len(patches), quantized
+        result.file_size_bytes, result.path = tmp.stat().st_size, str(out_path)
+        if not result.drop <= max_drop:  # also refuses a NaN score
             raise QuantizationRefused(_refusal(result), result)
         os.replace(tmp, out_path)
     finally:
@@ -131,10 +176,10 @@ def _check_arguments(fp32_path: Path, out_path: Path, *, calibration_patches: in
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _refusal(result: dict[str, Any]) -> str:
-    name = "Dice" if result["metric"] == "foreground_dice" else "mIoU"
-    return (f"int8 graph refused: validation {name} drops by {result['drop']:.4f} (fp32 {result['dice_fp32']:.4f} "
-            f"-> int8 {result['dice_int8']:.4f}), more than the allowed {result['max_drop']:g}; no int8 file written")
+def _refusal(result: QuantizeResult) -> str:
+    name = "Dice" if result.metric == "foreground_dice" else "mIoU"
+    return (f"int8 graph refused: validation {name} drops by {result.drop:.4f} (fp32 {result.dice_fp32:.4f} "
+            f"-> int8 {result.dice_int8:.4f}), more than the allowed {result.max_drop:g}; no int8 file written")
 
 
 def training_split(plan: Plan) -> tuple[list[Example], list[Example]]:
@@ -148,7 +193,6 @@ def training_split(plan: Plan) -> tuple[list[Example], list[Example]]:
     """
     from unetkit.data.dataset import load_samples
     from unetkit.data.discovery import discover
-    from unetkit.train.setup import split_examples
 
     if plan.data.task == "multilabel":
         raise ValueError("int8 export measures Dice on label maps; multi-label runs are not supported")
@@ -156,8 +200,7 @@ def training_split(plan: Plan) -> tuple[list[Example], list[Example]]:
     loaded = load_samples(samples, plan.data)
     examples = [labelled_example(s.key, s.image, s.mask) for s in loaded]
     cfg = plan.train
-    train, val = split_examples(examples, [s.group for s in samples], val_fraction=cfg.val_fraction,
-                                seed=cfg.seed, folds=cfg.folds, fold=cfg.fold)
+    train, val = split_examples(examples, [s.group for s in samples], plan=plan)
     if not val or not train:
         raise ValueError(f"{plan.data.root}: the int8 check needs training and validation images; the split "
                          f"gave {len(train)} and {len(val)} (train.val_fraction={cfg.val_fraction})")
@@ -266,46 +309,39 @@ def _reader(input_name: str, tiles: Sequence[np.ndarray]):  # type: ignore[no-un
 
 
 def compare_graphs(
-    checkpoint: Path, plan: Plan, images: Sequence[Example], *, fp32: Path, int8: Path
-) -> dict[str, Any]:
-    """Score and speed of the fp32 and int8 graphs on ``images`` through the normal Predictor.
+    checkpoint: Path, plan: Plan, images: Sequence[Example], *, fp32: Path, int8: Path, labeller: GraphLabeller
+) -> QuantizeResult:
+    """Score and speed of the fp32 and int8 graphs on ``images`` through ``labeller`` (the normal Predictor).
 
     Returns:
-        ``{"metric", "dice_fp32", "dice_int8", "drop", "images_per_s": {"fp32", "int8"}, "validation_images"}``.
+        :class:`QuantizeResult` with ``metric``, ``dice_fp32``, ``dice_int8``, ``drop``, ``images_per_s`` and
+        ``validation_images`` set.
     """
-    from unetkit.models.base import load_model
-
-    model = load_model(checkpoint).eval()
-    fp32_score, fp32_speed = score_graph(fp32, model, plan, images)
-    int8_score, int8_speed = score_graph(int8, model, plan, images)
-    metric = "miou" if _num_classes(plan) > 2 else "foreground_dice"
-    return {
-        "metric": metric,
-        "dice_fp32": fp32_score,
-        "dice_int8": int8_score,
-        "drop": fp32_score - int8_score,
-        "images_per_s": {"fp32": fp32_speed, "int8": int8_speed},
-        "validation_images": len(images),
-    }
+    fp32_score, fp32_speed = score_graph(labeller(fp32, weights=checkpoint, plan=plan), plan, images)
+    int8_score, int8_speed = score_graph(labeller(int8, weights=checkpoint, plan=plan), plan, images)
+    return QuantizeResult(
+        metric="miou" if label_classes(plan) > 2 else "foreground_dice",
+        dice_fp32=fp32_score,
+        dice_int8=int8_score,
+        drop=fp32_score - int8_score,
+        images_per_s={"fp32": fp32_speed, "int8": int8_speed},
+        validation_images=len(images),
+    )
 
 
 def score_graph(
-    onnx_path: Path, model: torch.nn.Module, plan: Plan, images: Sequence[Example]
+    predict: Callable[[np.ndarray], np.ndarray], plan: Plan, images: Sequence[Example]
 ) -> tuple[float, float]:
-    """``(mean score, images per second)`` of the graph on raw ``images`` with their masks.
+    """``(mean score, images per second)`` of ``predict`` (raw image -> label map) on ``images`` with their masks.
 
     The score per image is foreground Dice (two classes or one sigmoid channel) or mean IoU (more classes),
     over the foreground classes (all classes when ``plan.data.background`` is False); ``ignore_index`` pixels
-    do not count. The time covers normalising, tiling, the graph, blending and labelling; one tile is run
-    first so that ONNX Runtime's first-call set-up is not timed.
+    do not count. The time covers normalising, tiling, the graph, blending and labelling; one tile-sized image is
+    predicted first so that ONNX Runtime's first-call set-up is not timed.
     """
-    from unetkit.infer.predictor import Predictor
-
-    predictor = Predictor(model, plan, backend="onnx", onnx_path=onnx_path)
-    channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
-    predictor.network(torch.zeros(1, channels, *(int(t) for t in plan.infer.tile_size)))
+    predict(np.zeros((input_channels(plan), *(int(t) for t in plan.infer.tile_size)), np.float32))
     start = time.perf_counter()
-    labels = [predictor(example.image).labels for example in images]
+    labels = [predict(example.image) for example in images]
     seconds = max(time.perf_counter() - start, 1e-9)
     scores = [image_score(pred, example.mask, plan) for pred, example in zip(labels, images, strict=True)]
     return float(np.mean(scores)), len(images) / seconds
@@ -315,7 +351,7 @@ def image_score(pred: np.ndarray, target: np.ndarray, plan: Plan) -> float:
     """Foreground Dice (binary) or mean IoU (multi-class) of one label map against its mask."""
     from unetkit.metrics import dice_per_class, iou_per_class
 
-    classes = _num_classes(plan)
+    classes = label_classes(plan)
     per_class = (iou_per_class if classes > 2 else dice_per_class)(
         pred, target, num_classes=classes, ignore_index=plan.data.ignore_index
     )
@@ -323,26 +359,21 @@ def image_score(pred: np.ndarray, target: np.ndarray, plan: Plan) -> float:
     return float(np.mean(scores[1:] if plan.data.background else scores))
 
 
-def _num_classes(plan: Plan) -> int:
-    # One sigmoid channel is a two-class label map (0 / 1) once thresholded.
-    return max(int(plan.model.kwargs.get("classes", 2)), 2)
-
-
-def int8_report(fp32_report: dict[str, Any], result: dict[str, Any], *, cpu: dict[str, bool]) -> dict[str, Any]:
+def int8_report(fp32_report: dict[str, Any], result: QuantizeResult, *, cpu: dict[str, bool]) -> dict[str, Any]:
     """The int8 graph's JSON report: the fp32 report (same input, output, preprocessing and weights, so
     ``unetkit predict --onnx`` accepts it) with the int8 file, the measured scores and speeds, and ``cpu``."""
     report = {k: v for k, v in fp32_report.items() if k != "parity"}
     report.update(
-        model_file=Path(result["path"]).name,
-        file_size_bytes=result["file_size_bytes"],
+        model_file=Path(result.path).name,
+        file_size_bytes=result.file_size_bytes,
         precision="int8",
-        metric=result["metric"],
-        dice_fp32=result["dice_fp32"],
-        dice_int8=result["dice_int8"],
-        drop=result["drop"],
-        max_drop=result["max_drop"],
-        images_per_s=dict(result["images_per_s"]),
-        validation_images=result["validation_images"],
+        metric=result.metric,
+        dice_fp32=result.dice_fp32,
+        dice_int8=result.dice_int8,
+        drop=result.drop,
+        max_drop=result.max_drop,
+        images_per_s=dict(result.images_per_s),
+        validation_images=result.validation_images,
         quantization={
             "tool": "onnxruntime.quantization.quantize_static",
             "format": "QDQ",
@@ -352,9 +383,9 @@ def int8_report(fp32_report: dict[str, Any], result: dict[str, Any], *, cpu: dic
             "float_ops": list(FLOAT_OPS),
             "graph_rewrites": ["ConvTranspose with kernel = stride -> int8 1x1 Conv + channels-last pixel shuffle "
                                "(unetkit.onnx_rewrite; exact in fp32)"],
-            "calibration_patches": result["calibration_patches"],
+            "calibration_patches": result.calibration_patches,
             "calibration_data": "random tiles of the run's training images, normalised as the plan says",
-            "quantized_nodes": result["quantized_nodes"],
+            "quantized_nodes": result.quantized_nodes,
             "fp32_model_file": fp32_report.get("model_file"),
             "timing": "whole validation images through the Predictor (the plan's tiling, TTA and shift), ONNX "
                       f"Runtime's default threads, on a machine with {os.cpu_count()} logical CPUs",
@@ -367,7 +398,9 @@ def int8_report(fp32_report: dict[str, Any], result: dict[str, Any], *, cpu: dic
 __all__ = [
     "DEFAULT_CALIBRATION_PATCHES",
     "DEFAULT_MAX_DROP",
+    "GraphLabeller",
     "QuantizationRefused",
+    "QuantizeResult",
     "calibration_tiles",
     "compare_graphs",
     "image_score",

@@ -180,10 +180,14 @@ def test_json_report_and_library_api(isbi_crops: Path, capsys: pytest.CaptureFix
     assert bad.has_errors and bad.to_text(errors_only=True) == (
         "ERROR   [mask_0_255] masks hold {0,255}: pass --mask-threshold 128 or --value-map 255:1"
     )
+    # Wrongly encoded masks: the fingerprint keeps its sizes but shows no class statistics.
+    assert bad.fingerprint is not None and bad.fingerprint.class_pixels == {} and bad.fingerprint.classes == []
+    assert "class_pixels" not in report["summary"]["fingerprint"] and report["summary"]["fingerprint"]["num_samples"] == 3
     good = check_dataset(DataConfig(root=str(isbi_crops), value_map={0: 1, 255: 0}))
     assert good.ok and not good.has_errors
-    fp = good.summary["fingerprint"]
-    assert fp["num_samples"] == 3 and fp["sizes"]["median"] == [64, 64] and fp["channels"] == [1]
+    fp = good.fingerprint
+    assert fp is not None and fp.num_samples == 3 and fp.sizes.median == [64, 64] and fp.channels == [1]
+    assert good.summary["fingerprint"] == fp.to_dict()  # what --json prints
 
 
 def test_real_drive_with_roi_passes(datasets: Path, capsys: pytest.CaptureFixture[str]) -> None:

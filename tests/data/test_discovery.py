@@ -212,9 +212,9 @@ def test_isbi_membrane_is_foreground_with_a_value_map(datasets: Path) -> None:
     assert loaded[0].image.shape == (1, 512, 512) and loaded[0].image.dtype == np.float32
     expected = np.mean([pixels(root / "masks" / f"{s.key}.png") == 0 for s in result.samples[:10]])
     fp = fingerprint(loaded, cfg)
-    assert fp["foreground_fraction"] == pytest.approx(expected, abs=1e-12)
-    assert 0.18 < fp["foreground_fraction"] < 0.26  # SOURCE.md: ~78% of pixels are cell interior
-    assert fp["georeferenced"] is False
+    assert fp.foreground_fraction == pytest.approx(expected, abs=1e-12)
+    assert 0.18 < fp.foreground_fraction < 0.26  # SOURCE.md: ~78% of pixels are cell interior
+    assert fp.georeferenced is False
     np.testing.assert_array_equal(loaded[0].image[0], pixels(root / "images" / "0.png"))
 
 
@@ -232,8 +232,8 @@ def test_drive_vessels_inside_the_field_of_view(datasets: Path) -> None:
         inside = pixels(s.roi) > 0
         vessel, fov, outside = vessel + (manual & inside).sum(), fov + inside.sum(), outside + (~inside).sum()
     fp = fingerprint(loaded, cfg)
-    assert fp["foreground_fraction"] == pytest.approx(vessel / fov, abs=1e-12)
-    assert 0.10 < fp["foreground_fraction"] < 0.15
+    assert fp.foreground_fraction == pytest.approx(vessel / fov, abs=1e-12)
+    assert 0.10 < fp.foreground_fraction < 0.15
     assert sum((x.mask == 255).sum() for x in loaded) == outside
 
 
@@ -263,9 +263,9 @@ def test_dubai_colour_table_from_source_md(datasets: Path) -> None:
         for i, colour in enumerate(table.values()):
             counts[i] += np.all(rgb == colour, axis=-1).sum()
     fp = fingerprint(subset, cfg)
-    got = np.array([fp["class_pixels"][name] for name in table])
+    got = np.array([fp.class_pixels[name] for name in table])
     np.testing.assert_array_equal(got, counts)
-    assert fp["classes"] == list(table)
+    assert fp.classes == list(table)
 
 
 @pytest.mark.slow
@@ -274,11 +274,11 @@ def test_dubai_class_shares_over_all_tiles(datasets: Path) -> None:
     table = _source_colour_table(root / "SOURCE.md")
     cfg = DataConfig(root=str(root), colour_table=table, ignore_colours=[[0, 0, 0]])
     fp = fingerprint(discover(cfg).samples, cfg)
-    shares = fp["class_frequencies"]
+    shares = fp.class_frequencies
     assert shares["Land"] == pytest.approx(0.52, abs=0.01) and shares["Water"] == pytest.approx(
         0.14, abs=0.01
     )
-    assert shares["Building"] == pytest.approx(0.13, abs=0.01) and 0.0 < fp["ignore_fraction"] < 0.01
+    assert shares["Building"] == pytest.approx(0.13, abs=0.01) and 0.0 < fp.ignore_fraction < 0.01
 
 
 def test_magnetic_tiles_threshold_and_stratify_by_class_folder(datasets: Path) -> None:
@@ -292,8 +292,8 @@ def test_magnetic_tiles_threshold_and_stratify_by_class_folder(datasets: Path) -
     fg = sum((pixels(s.mask) >= 128).sum() for s in subset)
     total = sum(pixels(s.mask).size for s in subset)
     fp = fingerprint(subset, cfg)
-    assert fp["foreground_fraction"] == pytest.approx(fg / total, abs=1e-12)
-    assert fp["class_presence"]["foreground"] == 1.0  # every defect image has a defect
+    assert fp.foreground_fraction == pytest.approx(fg / total, abs=1e-12)
+    assert fp.class_presence["foreground"] == 1.0  # every defect image has a defect
     split = stratified_split([s.key for s in result.samples], [s.folder for s in result.samples],
                              val_fraction=0.2, seed=0)  # fmt: skip
     val_folders = {k.split("/")[0] for k in split.val}
@@ -315,8 +315,8 @@ def test_hippocampus_nifti_three_classes(datasets: Path) -> None:
         for c in (1, 2):
             assert (x.mask == c).sum() == (label == c).sum() > 0
     fp = fingerprint(loaded, cfg)
-    assert fp["spatial_dims"] == 3 and fp["classes"] == ["background", "anterior", "posterior"]
-    assert 0.03 < fp["foreground_fraction"] < 0.08 and fp["spacing"] == [1.0, 1.0, 1.0]
+    assert fp.spatial_dims == [3] and fp.classes == ["background", "anterior", "posterior"]
+    assert 0.03 < fp.foreground_fraction < 0.08 and fp.spacing == [1.0, 1.0, 1.0]
 
 
 def test_georeferenced_rasters_are_planned_as_aerial_scenes(tmp_path: Path) -> None:
@@ -335,7 +335,7 @@ def test_georeferenced_rasters_are_planned_as_aerial_scenes(tmp_path: Path) -> N
         png(tmp_path / "masks" / f"s{i}.png", (rng.random((40, 48)) > 0.7).astype(np.uint8))
     cfg = DataConfig(root=str(tmp_path))
     fp = fingerprint(discover(cfg).samples, cfg)
-    assert fp["georeferenced"] is True
+    assert fp.georeferenced is True
     plan = make_plan(cfg, fp, pretrained=False)
     assert plan.train.augmentation == "aerial"  # a scene has no up, so no RGB-photo rules
     assert plan.data.normalization == "dataset" and len(plan.data.intensity_mean) == 3

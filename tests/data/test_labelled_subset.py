@@ -64,13 +64,13 @@ def test_train_flags_are_recorded_in_the_plan(tmp_path: Path) -> None:
 
 
 def test_the_training_loop_split_keeps_only_the_labelled_cases() -> None:
-    from unetkit.train.batches import Example
-    from unetkit.train.setup import split_examples
+    from unetkit.config import Plan
+    from unetkit.runtime.examples import Example, split_examples
 
     examples = [Example(key=k, image=np.zeros((1, 4, 4), np.float32), mask=np.zeros((4, 4), np.int64)) for k in KEYS]
-    plain_train, plain_val = split_examples(examples, list(KEYS), val_fraction=0.25, seed=1)
-    train, val = split_examples(examples, list(KEYS), val_fraction=0.25, seed=1,
-                                labelled=LabelledSubset.of(TrainConfig(labels=3, labels_seed=2)))
+    plain_train, plain_val = split_examples(examples, list(KEYS), plan=Plan(train=TrainConfig(val_fraction=0.25, seed=1)))
+    subset = TrainConfig(val_fraction=0.25, seed=1, labels=3, labels_seed=2)
+    train, val = split_examples(examples, list(KEYS), plan=Plan(train=subset))
     assert [e.key for e in val] == [e.key for e in plain_val]
     assert len(train) == 3 and {e.key for e in train} < {e.key for e in plain_train}
     assert [e.key for e in train] == training_split(KEYS, list(KEYS), val_fraction=0.25, seed=1,

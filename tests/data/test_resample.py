@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from unetkit.data import resample as R
+from unetkit.data.fingerprint import DataFingerprint
 from unetkit.train.plan import target_spacing
 
 
@@ -71,15 +72,15 @@ def test_probabilities_back_on_the_input_grid_still_sum_to_one():
 
 
 def test_planner_spacing_rule():
-    iso = {"spacing": [1.0, 1.0, 1.0], "spacing_p10": [1.0, 1.0, 1.0], "spacing_min": [1.0] * 3,
-           "spacing_max": [1.0] * 3}  # fmt: skip
+    iso = DataFingerprint(spacing=[1.0, 1.0, 1.0], spacing_p10=[1.0, 1.0, 1.0], spacing_min=[1.0] * 3,
+                          spacing_max=[1.0] * 3)  # fmt: skip
     target, reason = target_spacing(iso)
     assert target == [1.0, 1.0, 1.0] and "already" in reason
-    aniso = {"spacing": [0.8, 0.8, 5.0], "spacing_p10": [0.7, 0.7, 3.0], "spacing_min": [0.6, 0.6, 2.5],
-             "spacing_max": [1.0, 1.0, 6.0]}  # fmt: skip
+    aniso = DataFingerprint(spacing=[0.8, 0.8, 5.0], spacing_p10=[0.7, 0.7, 3.0], spacing_min=[0.6, 0.6, 2.5],
+                            spacing_max=[1.0, 1.0, 6.0])  # fmt: skip
     target, reason = target_spacing(aniso)
     assert target == [0.8, 0.8, 3.0] and "anisotropic" in reason
-    assert target_spacing({"spacing": None})[0] is None
+    assert target_spacing(DataFingerprint(spacing=None))[0] is None
 
 
 def test_hippocampus_plan_needs_no_resampling(datasets: Path):

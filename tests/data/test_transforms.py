@@ -12,6 +12,7 @@ import pytest
 # albumentations checks PyPI for a newer version on import (network + a warning); not in tests.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from unetkit.data.fingerprint import DataFingerprint, SizeSpread  # noqa: E402
 from unetkit.data.io import image_shape, read_image  # noqa: E402
 from unetkit.data.transforms import (  # noqa: E402
     PRESET_SETTINGS,
@@ -267,25 +268,31 @@ def test_bad_arguments_are_refused() -> None:
 # --- choosing a preset ------------------------------------------------------------------------
 
 
+def _facts(dims: int, channels: int, size: list[float] | None = None, **kw: bool) -> DataFingerprint:
+    return DataFingerprint(spatial_dims=[dims], channels=[channels], sizes=SizeSpread(median=size or []), **kw)
+
+
 @pytest.mark.parametrize(
     ("fingerprint", "expected"),
     [
-        ({"spatial_dims": 3, "channels": 1, "size_median": [36, 50, 35]}, "medical"),
-        ({"spatial_dims": 2, "channels": 3, "size_median": [512, 512], "georeferenced": True}, "aerial"),
-        ({"spatial_dims": 2, "channels": 8, "size_median": [256, 256]}, "aerial"),
-        ({"spatial_dims": 2, "channels": 3, "size_median": [584, 565], "has_roi": True}, "medical"),
-        ({"spatial_dims": 2, "channels": 3, "size_median": [1500, 2000]}, "aerial"),
-        ({"spatial_dims": 2, "channels": 3, "size_median": [480, 640]}, "default"),
-        ({"spatial_dims": 2, "channels": 1, "size_median": [512, 512]}, "microscopy"),
-        ({"spatial_dims": 2, "channels": 1, "size_median": [312, 258]}, "industrial"),
-        ({"spatial_dims": 2, "channels": 1, "size_median": [1024, 3000]}, "default"),
-        ({"spatial_dims": 2, "channels": 1}, "default"),
-        # The dataset fingerprint's spelling: lists of values seen, sizes as min / median / max.
-        ({"spatial_dims": [2], "channels": [1], "sizes": {"median": [512, 512]}}, "microscopy"),
-        ({"spatial_dims": [2], "channels": [3], "sizes": {"median": [842, 979]}}, "aerial"),
+        (_facts(3, 1, [36, 50, 35]), "medical"),
+        (_facts(2, 3, [512, 512], georeferenced=True), "aerial"),
+        (_facts(2, 8, [256, 256]), "aerial"),
+        (_facts(2, 3, [584, 565], has_roi=True), "medical"),
+        (_facts(2, 3, [1500, 2000]), "aerial"),
+        (_facts(2, 3, [480, 640]), "default"),
+        (_facts(2, 1, [512, 512]), "microscopy"),
+        (_facts(2, 1, [312, 258]), "industrial"),
+        (_facts(2, 1, [1024, 3000]), "default"),
+        (_facts(2, 1), "default"),
+        (DataFingerprint(), "default"),  # nothing recorded: 2D, one channel, no size
+        # The dict form, as ``unetkit check --json`` prints it.
+        (DataFingerprint.from_dict({"spatial_dims": 2, "channels": [1], "sizes": {"median": [512, 512]}}), "microscopy"),
+        (DataFingerprint.from_dict({"spatial_dims": [2], "channels": [3], "sizes": {"median": [842, 979]}}), "aerial"),
+        (DataFingerprint.from_dict({"spatial_dims": [2, 3], "channels": [1]}), "medical"),  # the largest counts
     ],
 )
-def test_choose_preset_rules(fingerprint: dict, expected: str) -> None:
+def test_choose_preset_rules(fingerprint: DataFingerprint, expected: str) -> None:
     assert choose_preset(fingerprint) == expected
 
 
@@ -304,10 +311,5 @@ def test_choose_preset_on_the_real_datasets(pattern: str, extra: dict, expected:
     if not files:
         pytest.skip(f"{pattern} not available")
     shapes = np.array([image_shape(f) for f in files])
-    fingerprint = {
-        "spatial_dims": shapes.shape[1] - 1,
-        "channels": int(shapes[0, 0]),
-        "size_median": np.median(shapes[:, 1:], axis=0).tolist(),
-        **extra,
-    }
+    fingerprint = _facts(shapes.shape[1] - 1, int(shapes[0, 0]), np.median(shapes[:, 1:], axis=0).tolist(), **extra)
     assert choose_preset(fingerprint) == expected

@@ -13,8 +13,9 @@ from PIL import Image
 from scipy.stats import wasserstein_distance
 
 from unetkit.cli import main
-from unetkit.commands.diffusion import ProgressReporter, class_labels_for
 from unetkit.config import parse_duration
+from unetkit.diffusion.build import class_labels_for
+from unetkit.diffusion.progress import ProgressReporter
 
 TINY_FLAGS = ["--base-channels", "8", "--channel-mults", "1,2", "--num-res-blocks", "1"]
 

@@ -12,10 +12,10 @@ from scipy import ndimage
 
 from unetkit.config import Plan, TrainConfig
 from unetkit.data.normalize import normalize
-from unetkit.infer.alignment import estimate_shift, shift_probabilities, shift_tiles
 from unetkit.infer.predictor import Predictor
+from unetkit.runtime.alignment import estimate_shift, shift_probabilities, shift_tiles
+from unetkit.runtime.examples import Example
 from unetkit.train.align import align_predictions
-from unetkit.train.batches import Example
 
 
 @pytest.mark.parametrize("shift", [(0.5, -0.25), (-1.0, 0.75), (1.25, -1.5), (0.0, 0.3), (2.0, -3.0)])

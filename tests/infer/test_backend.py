@@ -14,7 +14,7 @@ import unetkit.infer.backend as backend
 from _cpu_kinds import CPU_KINDS, NATIVE_BF16_KINDS
 from unetkit.infer.backend import GRAPH_NAME, INT8_NAME, choose_backend, graph_matches
 from unetkit.infer.predictor import Predictor
-from unetkit.infer.tiling import pass_tiles
+from unetkit.runtime.tiling import pass_tiles
 
 pytest.importorskip("onnxruntime")
 

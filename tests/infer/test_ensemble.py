@@ -14,8 +14,8 @@ from PIL import Image
 from unetkit.cli import main
 from unetkit.data.io import read_image
 from unetkit.infer.ensemble import EnsemblePredictor, resolve_runs
-from unetkit.infer.postprocess import probabilities_to_labels
 from unetkit.infer.predictor import Predictor
+from unetkit.runtime.postprocess import probabilities_to_labels
 
 TILE = 48
 

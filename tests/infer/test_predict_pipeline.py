@@ -325,3 +325,28 @@ def test_thread_counts_below_one_are_usage_errors(
     assert main(["predict", str(run_2d), str(image), "--out", str(tmp_path / "out"), flag, "0"]) == 1
     assert f"unetkit predict: error: {flag} must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_paths_is_the_cli_s_entry_point_and_skips_complete_inputs(
+    run_2d: Path, predictor: Predictor, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from unetkit.infer.paths import PathRequest, plan_paths, predict_paths
+
+    folder = tmp_path / "in"
+    isbi_folder(folder, MIXED[:4])
+    assert main(["predict", str(run_2d), str(folder), "--out", str(tmp_path / "cli"), "--precision", "fp32"]) == 0
+    capsys.readouterr()
+    # A folder and a glob naming one of its files twice: planned once each, in the order given.
+    request = PathRequest(inputs=(str(folder / "0[01].png"), str(folder)), out=tmp_path / "lib")
+    run = predict_paths(predictor, request)
+    assert [job.path.name for job in run.planned] == ["00.png", "01.png", "00.png", "01.png", "02.png", "03.png"]
+    outcomes = list(run.outcomes)
+    # The repeated inputs would overwrite the first ones' outputs: refused, the others written.
+    assert [o.error is None for o in outcomes] == [True, True, False, False, True, True]
+    assert "would overwrite" in str(outcomes[2].error)
+    assert files_of(tmp_path / "lib") == files_of(tmp_path / "cli")
+    # A killed run's complete inputs are skipped, an input with a missing output is redone.
+    (tmp_path / "lib" / "01_overlay.png").unlink()
+    again = plan_paths(PathRequest(inputs=(str(folder),), out=tmp_path / "lib", skip_existing=True))
+    assert [j.path.name for j in again.to_do] == ["01.png"]
+    assert [j.path.name for j in again.skipped] == ["00.png", "02.png", "03.png"]

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unetkit.infer.tiling import TileSettings, sliding_window_predict
 from unetkit.infer.tta import Resize, View, apply_tta, make_tta_fn, tta_cost, tta_scales, tta_views
+from unetkit.runtime.tiling import TileSettings, sliding_window_predict
 
 LEVELS = ("none", "flips", "d4", "d4+scales")
 

@@ -13,6 +13,7 @@ import pytest
 import unetkit
 from unetkit.cli import main
 from unetkit.config import ModelConfig, Plan, apply_overrides
+from unetkit.data.fingerprint import DataFingerprint
 from unetkit.data.options import DataConfig
 from unetkit.model_config import MODEL_CONFIGS, SegModelConfig, UNetPlusPlusConfig
 from unetkit.train.plan import make_plan
@@ -28,10 +29,10 @@ def test_every_built_in_segmentation_model_builds_from_its_listed_config() -> No
     assert issubclass(UNetPlusPlusConfig, SegModelConfig)
 
 
-def _fingerprint(**over: object) -> dict:  # type: ignore[type-arg]
+def _fingerprint(**over: object) -> DataFingerprint:
     base = {"num_samples": 10, "spatial_dims": 2, "channels": [1], "sizes": {"median": [512, 512]},
-            "classes": [0, 1], "foreground_fraction": 0.2, "dtypes": ["uint8"]}  # fmt: skip
-    return {**base, **over}
+            "classes": ["0", "1"], "foreground_fraction": 0.2, "dtypes": ["uint8"]}  # fmt: skip
+    return DataFingerprint.from_dict({**base, **over})
 
 
 @pytest.mark.parametrize("pretrained", [False, True])

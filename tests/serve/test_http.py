@@ -29,7 +29,7 @@ from PIL import Image
 
 from unetkit.data.io import read_image
 from unetkit.data.options import DataConfig
-from unetkit.infer.overlay import class_colour, make_overlay
+from unetkit.runtime.overlay import class_colour, make_overlay
 from unetkit.serve import Limits
 from unetkit.serve.service import class_table, uncertainty_colours
 

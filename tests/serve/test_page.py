@@ -22,7 +22,7 @@ from PIL import Image
 
 from _browser import CHROMIUM, sync_playwright_or_skip
 from unetkit.config import Plan
-from unetkit.infer.overlay import class_colour
+from unetkit.runtime.overlay import class_colour
 
 SLICE = DATA / "isbi2012_em_membrane" / "images" / "7.png"
 

@@ -86,9 +86,9 @@ def test_cli_serves_until_interrupted(run_2d: Path) -> None:
 
 def test_cli_serves_an_exported_onnx_graph(run_2d: Path, tmp_path: Path) -> None:
     from unetkit.config import Plan
-    from unetkit.infer.onnx_backend import export_pipeline
     from unetkit.infer.predictor import Predictor
     from unetkit.models.base import load_model
+    from unetkit.runtime.onnx_pipeline import export_pipeline
 
     graph = tmp_path / "model.onnx"
     export_pipeline(load_model(run_2d / "best"), graph, in_channels=1,

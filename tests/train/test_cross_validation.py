@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 from unetkit.cli import main
-from unetkit.config import Plan
-from unetkit.train.batches import Example
+from unetkit.config import Plan, TrainConfig
+from unetkit.runtime.examples import Example, split_examples
 from unetkit.train.overlays import overlay_name
-from unetkit.train.setup import split_examples
 
 TINY = [
     "--value-map", "0:1,255:0",
@@ -38,6 +37,11 @@ def _examples(groups: list[str]) -> list[Example]:
     return [Example(key=f"k{i}", image=zeros, mask=zeros[0].astype(np.int64)) for i in range(len(groups))]
 
 
+def _plan(**train: float) -> Plan:
+    """A plan whose train section splits as ``train`` says."""
+    return Plan(train=TrainConfig(**train))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_folds_partition_the_data_and_no_group_straddles(k: int) -> None:
     groups = ["a", "a", "a", "b", "c", "c", "d", "e", "e", "f", "g", "h"]
@@ -45,7 +49,7 @@ def test_folds_partition_the_data_and_no_group_straddles(k: int) -> None:
     group_of = {e.key: g for e, g in zip(examples, groups, strict=True)}
     seen: list[str] = []
     for fold in range(k):
-        train, val = split_examples(examples, groups, val_fraction=0.2, seed=3, folds=k, fold=fold)
+        train, val = split_examples(examples, groups, plan=_plan(val_fraction=0.2, seed=3, folds=k, fold=fold))
         train_keys, val_keys = {e.key for e in train}, {e.key for e in val}
         assert val_keys and not train_keys & val_keys and train_keys | val_keys == {e.key for e in examples}
         assert not {group_of[x] for x in train_keys} & {group_of[x] for x in val_keys}, "a group straddles"
@@ -55,12 +59,12 @@ def test_folds_partition_the_data_and_no_group_straddles(k: int) -> None:
 
 def test_folds_off_keeps_the_val_fraction_split_and_bad_folds_are_clear_errors() -> None:
     groups = [str(i) for i in range(10)]
-    train, val = split_examples(_examples(groups), groups, val_fraction=0.2, seed=0)
+    train, val = split_examples(_examples(groups), groups, plan=_plan(val_fraction=0.2, seed=0))
     assert (len(train), len(val)) == (8, 2)
     with pytest.raises(ValueError, match="k >= 2"):
-        split_examples(_examples(groups), groups, val_fraction=0.2, seed=0, folds=1)
+        split_examples(_examples(groups), groups, plan=_plan(val_fraction=0.2, seed=0, folds=1))
     with pytest.raises(ValueError, match="fold must be in 0..2"):
-        split_examples(_examples(groups), groups, val_fraction=0.2, seed=0, folds=3, fold=3)
+        split_examples(_examples(groups), groups, plan=_plan(val_fraction=0.2, seed=0, folds=3, fold=3))
 
 
 def test_plans_without_fold_fields_still_load() -> None:

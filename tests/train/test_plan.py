@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from unetkit.config import Plan, apply_overrides
+from unetkit.data.fingerprint import DataFingerprint
 from unetkit.data.options import DataConfig
 from unetkit.precision import resolve_precision
 from unetkit.train.plan import make_plan
 
 
-def _fp(**kw: object) -> dict:  # type: ignore[type-arg]
+def _fp(**kw: object) -> DataFingerprint:
     base = {"spatial_dims": [2], "channels": [1], "sizes": {"median": [512, 512]}, "classes": ["bg", "fg"],
             "foreground_fraction": 0.2}  # fmt: skip
-    return {**base, **kw}
+    return DataFingerprint.from_dict({**base, **kw})
 
 
 def test_em_like_data_on_a_cpu() -> None:
@@ -175,3 +176,23 @@ def test_auto_precision_is_fp16_on_cuda_and_never_emulated_bf16_on_a_cpu(monkeyp
     assert resolve_precision("auto", torch.device("cpu")) is None
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     assert resolve_precision("auto", torch.device("cpu")) is torch.bfloat16
+
+
+def test_a_plan_request_applies_the_encoder_policy_without_the_cli(datasets, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same policy as the flags above, asked of the training stage directly (no parser involved)."""
+    from unetkit.data.options import DataConfig
+    from unetkit.train.request import PlanRequest, plan_for_request
+
+    root = datasets / "isbi2012_em_membrane"
+    rows = ["image,mask"] + [f"{root}/images/{i}.png,{root}/masks/{i}.png" for i in range(3)]
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    data = DataConfig(root=str(tmp_path / "l.csv"), value_map={0: 1, 255: 0})
+    plan, samples = plan_for_request(PlanRequest(data=data, encoder="resnet18", encoder_weights="w.safetensors"))
+    assert plan.model.kwargs["encoder"] == "resnet18" and plan.model.kwargs["encoder_weights"] == "w.safetensors"
+    assert (plan.train.lr, plan.train.encoder_lr_scale) == (3e-3, 0.333)
+    assert plan.model.reason == "encoder resnet18 chosen on the command line (--encoder)"
+    assert samples is not None and len(samples) == 3  # the check's single pass, handed on to the trainer
+    plan, _ = plan_for_request(PlanRequest(data=data, encoder="resnet18", overrides=("train.lr=5e-4",)))
+    assert "encoder_weights" not in plan.model.kwargs and plan.train.lr == 5e-4
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\): lrr"):  # before any data is read
+        plan_for_request(PlanRequest(data=DataConfig(root=str(tmp_path / "missing")), overrides=("train.lrr=1",)))

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from unetkit.cli import main
 from unetkit.config import Plan, apply_overrides
 from unetkit.data.transforms import build_augmentation
-from unetkit.train.batches import Example, PatchBatcher
+from unetkit.runtime.examples import Example
+from unetkit.train.batches import PatchBatcher
 from unetkit.train.loop import train
 from unetkit.train.prefetch import BatchStream, batch_for_step, step_rng
 

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from unetkit.cli import main
-from unetkit.train.batches import Example, PatchBatcher
+from unetkit.runtime.examples import Example
+from unetkit.train.batches import PatchBatcher
 from unetkit.train.semisup import (
     SemiBatcher,
     UnlabelledBatcher,

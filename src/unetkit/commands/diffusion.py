@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any
 
 from unetkit.config import parse_duration
-
-if TYPE_CHECKING:
-    import torch
 
 DEFAULT_TIME_BUDGET = "5m"
 
@@ -57,8 +53,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from unetkit.diffusion.build import build_model, resolve_device
     from unetkit.diffusion.checkpoint import CONFIG_NAME, save_run, write_text_atomic
     from unetkit.diffusion.data import load_image_folder
+    from unetkit.diffusion.progress import ProgressReporter
     from unetkit.diffusion.schedule import NoiseSchedule, ScheduleConfig
     from unetkit.diffusion.train import train_diffusion
 
@@ -120,27 +118,6 @@ def _train_config(args: argparse.Namespace) -> Any:
     )
 
 
-def build_model(kwargs: dict[str, Any], *, seed: int, image_size: int) -> torch.nn.Module:
-    """Create the denoiser with a seeded initialisation (without touching the global RNG state)."""
-    import torch
-
-    from unetkit.models.diffusion import DiffusionUNet
-    from unetkit.models.factory import create_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = create_model("diffusion_unet", **kwargs)
-    if not isinstance(model, DiffusionUNet):
-        raise TypeError(f"the registry's 'diffusion_unet' built a {type(model).__name__}, not a DiffusionUNet")
-    multiple = model.size_multiple
-    if image_size % multiple:
-        raise ValueError(
-            f"--image-size {image_size} must be a multiple of {multiple} for a model with "
-            f"{len(kwargs['channel_mults'])} levels (e.g. {max(multiple, image_size // multiple * multiple)})"
-        )
-    return model
-
-
 def _train_summary(config: Any, result: Any, args: argparse.Namespace) -> dict[str, Any]:
     tail = result.losses[-max(1, len(result.losses) // 10) :]
     return {
@@ -180,8 +157,10 @@ def _add_sample_arguments(p: argparse.ArgumentParser) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from unetkit.diffusion.build import class_labels_for, resolve_device
     from unetkit.diffusion.checkpoint import load_run
     from unetkit.diffusion.output import save_samples
+    from unetkit.diffusion.progress import ProgressReporter
     from unetkit.diffusion.samplers import Sampling, sample_images
     from unetkit.diffusion.schedule import NoiseSchedule
 
@@ -211,30 +190,6 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def class_labels_for(label: str | None, class_names: list[str], n: int) -> torch.Tensor | None:
-    """Labels for ``n`` samples: the given class (name or index) for all, or every class in turn.
-
-    Raises:
-        ValueError: a label for an unconditional run, or an unknown class.
-    """
-    import torch
-
-    if not class_names:
-        if label is not None:
-            raise ValueError("--class-label given but this run was trained without --class-conditional")
-        return None
-    if label is None:
-        return torch.arange(n) % len(class_names)
-    if label in class_names:
-        index = class_names.index(label)
-    elif re.fullmatch(r"\d+", label) and int(label) < len(class_names):
-        index = int(label)
-    else:
-        choices = ", ".join(f"{i}={name}" for i, name in enumerate(class_names))
-        raise ValueError(f"unknown class label {label!r}; this run knows: {choices}")
-    return torch.full((n,), index, dtype=torch.long)
-
-
 # -- shared helpers ----------------------------------------------------------------------------------
 def parse_int_list(text: str, flag: str) -> list[int]:
     try:
@@ -245,44 +200,4 @@ def parse_int_list(text: str, flag: str) -> list[int]:
         raise ValueError(f"{flag} must be comma-separated integers like 1,2,2,4, got {text!r}")
     return values
 
-
-def resolve_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-class ProgressReporter:
-    """A tqdm bar on a terminal; otherwise one line every ``every`` steps (logs stay readable)."""
-
-    def __init__(self, *, total: int | None, unit: str, every: int, stream: TextIO | None = None) -> None:
-        self.total, self.unit, self.every = total, unit, every
-        self.stream = stream or sys.stdout
-        self.bar: Any = None
-        self.start = time.perf_counter()
-        self.last = 0
-
-    def __enter__(self) -> ProgressReporter:
-        if self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total, unit=self.unit, file=self.stream)
-        return self
-
-    def update(self, done: int, loss: float | None) -> None:
-        if self.bar is not None:
-            self.bar.update(done - self.last)
-            if loss is not None:
-                self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-        elif done % self.every == 0 or done == self.total:
-            of = f"/{self.total}" if self.total else ""
-            tail = f" loss {loss:.4f}" if loss is not None else ""
-            print(f"{self.unit} {done}{of}{tail} ({time.perf_counter() - self.start:.0f} s)", file=self.stream, flush=True)
-        self.last = done
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unetkit.choices import TTA_LEVELS
 from unetkit.commands._argtypes import add_backend_argument
 from unetkit.commands._data_args import add_data_arguments
 from unetkit.data.options import DataConfig
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default RUN/eval; RUN/eval_ensemble with --ensemble)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
                         help="which saved model of the run to score")
-    parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
+    parser.add_argument("--tta", default=None, choices=TTA_LEVELS,
                         help="test-time augmentation (default: the plan's infer.tta)")
     parser.add_argument("--worst", type=int, default=3, help="write overlays of the N worst images")
     parser.add_argument("--surface", action="store_true",

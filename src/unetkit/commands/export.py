@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unetkit._io import write_json_atomic
+    from unetkit.export import export_run_graph
     from unetkit.infer.backend import GRAPH_NAME
-    from unetkit.infer.onnx_backend import export_run_graph
     from unetkit.models.base import load_model
     from unetkit.run_layout import load_run_plan, weights_dir
 
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     _add_deepness_metadata(out, plan, args)
     report["file_size_bytes"] = out.stat().st_size
     write_json_atomic(out.with_name(out.name + ".json"), report)
-    diffs = ", ".join(f"{k}: {v:.2g}" for k, v in exported["max_abs_diff"].items())
-    print(f"wrote {out} ({exported['file_size_bytes'] / 2**20:.1f} MiB) and {out.name}.json; "
+    diffs = ", ".join(f"{k}: {v:.2g}" for k, v in exported.max_abs_diff.items())
+    print(f"wrote {out} ({exported.file_size_bytes / 2**20:.1f} MiB) and {out.name}.json; "
           f"max |ONNX Runtime - PyTorch| on probabilities: {diffs}", flush=True)
     return _export_int8(args, run_dir=run_dir, out=out, fp32_report=report) if args.int8 else 0
 
@@ -96,6 +96,7 @@ def _pixel_size_cm(plan) -> float | None:  # type: ignore[no-untyped-def]
 def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_report: dict[str, Any]) -> int:
     """Quantise the fp32 graph, print the comparison; 1 when the drop is too large (nothing written)."""
     from unetkit._io import write_json_atomic
+    from unetkit.infer.predictor import onnx_labeller
     from unetkit.precision import cpu_flags
     from unetkit.quantize import QuantizationRefused, int8_report, quantize_run
     from unetkit.run_layout import load_run_plan
@@ -104,7 +105,7 @@ def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_rep
     print(f"quantising to int8 with {args.calibration_patches} calibration tiles and comparing on the "
           "validation images ...", flush=True)
     try:
-        result = quantize_run(run_dir, out, int8_out, checkpoint=args.checkpoint,
+        result = quantize_run(run_dir, out, int8_out, labeller=onnx_labeller, checkpoint=args.checkpoint,
                               calibration_patches=args.calibration_patches, max_drop=args.int8_max_drop)
     except QuantizationRefused as refused:
         print(f"unetkit export: {refused}", file=sys.stderr, flush=True)
@@ -112,9 +113,9 @@ def _export_int8(args: argparse.Namespace, *, run_dir: Path, out: Path, fp32_rep
     _add_deepness_metadata(int8_out, load_run_plan(run_dir), args)
     report_path = int8_out.with_name(int8_out.name + ".json")
     write_json_atomic(report_path, int8_report(fp32_report, result, cpu=cpu_flags()))
-    speed = result["images_per_s"]
-    print(f"wrote {int8_out} ({result['file_size_bytes'] / 2**20:.1f} MiB) and {report_path.name}; validation "
-          f"{result['metric']} fp32 {result['dice_fp32']:.4f}, int8 {result['dice_int8']:.4f} "
-          f"(drop {result['drop']:.4f} <= {result['max_drop']:g}); images/s fp32 {speed['fp32']:.2f}, "
-          f"int8 {speed['int8']:.2f} on {result['validation_images']} image(s)")
+    speed = result.images_per_s
+    print(f"wrote {int8_out} ({result.file_size_bytes / 2**20:.1f} MiB) and {report_path.name}; validation "
+          f"{result.metric} fp32 {result.dice_fp32:.4f}, int8 {result.dice_int8:.4f} "
+          f"(drop {result.drop:.4f} <= {result.max_drop:g}); images/s fp32 {speed['fp32']:.2f}, "
+          f"int8 {speed['int8']:.2f} on {result.validation_images} image(s)")
     return 0

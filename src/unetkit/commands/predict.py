@@ -17,10 +17,10 @@ the list, so each output is written once; every process prints its own lines and
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
+from unetkit.choices import PRECISIONS, TTA_LEVELS
 from unetkit.commands._argtypes import add_backend_argument
 
 NIFTI = (".nii", ".nii.gz")
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
                         help="which saved model of the run to use")
-    parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
+    parser.add_argument("--tta", default=None, choices=TTA_LEVELS,
                         help="test-time augmentation: none (1 pass), flips (4 in 2D), d4 (8), d4+scales (24)")
     parser.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default from the plan)")
     parser.add_argument("--max-pass-pixels", type=int, default=None, metavar="PIXELS",
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.tif (needs --tta)")
     parser.add_argument("--no-overlay", action="store_true", help="skip <stem>_overlay.png")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
-    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="what the fast path computes in (default: the plan's infer.precision, auto = bf16 "
                              "autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16 / AMX), else fp32); "
                              "the choice and its reason are printed")
@@ -106,14 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from unetkit import ranks
-    from unetkit.infer.files import expand_inputs
-    from unetkit.infer.pipeline import (
-        PipelineOptions,
-        plan_jobs,
-        predict_files,
-        predict_sequential,
-        skip_complete,
-    )
+    from unetkit.infer.paths import predict_paths
 
     for flag, value in (("--threads", args.threads), ("--io-threads", args.io_threads)):
         if value is not None and value < 1:
@@ -134,23 +127,13 @@ def run(args: argparse.Namespace) -> int:
     with ranks.cpu_group(ctx, timeout_s=FINISH_TIMEOUT_S):
         predictor = _load_predictor(args, device=ranks.device_for(ctx, args.device))
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        files = expand_inputs(args.inputs)
         # Every process plans every input (same outputs, same refusals), then predicts its own share.
-        jobs = ranks.shard(plan_jobs(files, out, prob=args.prob or outputs.needs_probabilities, uncertainty=args.uncertainty,
-                                     overlay=not args.no_overlay), ctx)
-        planned = jobs  # annotation files cover the inputs skipped below too (their masks exist)
-        if args.skip_existing:
-            jobs, skipped = skip_complete(jobs)
-            for job in skipped:
-                print(f"{job.path}: skipped, its outputs exist", flush=True)
-        windowed = functools.partial(_windowed, predictor=predictor, args=args)
-        if args.sequential:
-            outcomes = predict_sequential(predictor, jobs, windowed=windowed)
-        else:
-            options = PipelineOptions(readers=args.io_threads, writers=args.io_threads, batch_images=args.batch_images,
-                                      compute_threads=threads)
-            outcomes = predict_files(predictor, jobs, windowed=windowed, options=options)
+        run = predict_paths(predictor, _request(args, needs_probabilities=outputs.needs_probabilities,
+                                                compute_threads=threads), share=lambda jobs: ranks.shard(jobs, ctx))
+        planned, jobs = run.planned, run.to_do  # annotation files cover the skipped inputs too (their masks exist)
+        for job in run.skipped:
+            print(f"{job.path}: skipped, its outputs exist", flush=True)
+        outcomes = run.outcomes
         failures = _print_outcomes(outcomes)
         if not ctx.enabled and outputs.extra:
             _write_annotations(planned, out, predictor, outputs)
@@ -172,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_on_ray(args: argparse.Namespace, *, torchrun: bool, annotations: bool) -> int:
     """``--engine ray``: the same jobs, outputs and lines, predicted by a pool of actors on a Ray cluster."""
     from unetkit.infer.ensemble import resolve_runs
-    from unetkit.infer.files import expand_inputs
-    from unetkit.infer.pipeline import FileJob, plan_jobs, skip_complete
+    from unetkit.infer.paths import is_windowed, plan_paths
     from unetkit.infer.ray_engine import PredictorSpec, RayOptions, import_ray, ray_pool
 
     refused = [flag for flag, on in (("torchrun", torchrun), ("--format other than png", annotations),
@@ -192,20 +174,16 @@ def _run_on_ray(args: argparse.Namespace, *, torchrun: bool, annotations: bool) 
     spec = PredictorSpec(runs=runs, checkpoint=args.checkpoint, device="cuda" if args.gpus_per_actor > 0 else "cpu",
                          fast=not args.no_fast, backend=args.backend, onnx_path=args.onnx, overrides=overrides)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(expand_inputs(args.inputs), out, prob=args.prob, uncertainty=args.uncertainty,
-                     overlay=not args.no_overlay)
-    skipped: list[FileJob] = []
-    if args.skip_existing:
-        jobs, skipped = skip_complete(jobs)
-        for job in skipped:
-            print(f"{job.path}: skipped, its outputs exist", flush=True)
+    plan = plan_paths(_request(args, needs_probabilities=False, compute_threads=None))
+    jobs, skipped = plan.to_do, plan.skipped
+    for job in skipped:
+        print(f"{job.path}: skipped, its outputs exist", flush=True)
     with ray_pool(spec, options=options) as pool:
         print(f"Ray: {options.actors} actor(s) at {args.address}; {pool.info.describe}", flush=True)
         if args.uncertainty and not pool.info.with_uncertainty:
             raise ValueError("--uncertainty needs test-time augmentation: add --tta flips (or d4)")
         def windowed(path: Path) -> bool:
-            large = _windowed(path, predictor=pool.info, args=args)
+            large = is_windowed(path, spatial_dims=pool.info.spatial_dims, threshold=_window_threshold(args))
             if large and pool.info.min_size > 0:
                 print(f"unetkit predict: {path}: note: --min-size is not applied to windowed rasters", file=sys.stderr)
             return large
@@ -289,12 +267,19 @@ def _print_outcomes(outcomes) -> int:  # type: ignore[no-untyped-def]
     return failures
 
 
-def _windowed(path: Path, *, predictor, args: argparse.Namespace) -> bool:  # type: ignore[no-untyped-def]
-    from unetkit.data._common import full_suffix
-    from unetkit.infer.raster import is_large_raster
+def _window_threshold(args: argparse.Namespace) -> int:
+    return 0 if args.windowed else args.window_threshold
 
-    if predictor.spatial_dims != 2 or full_suffix(path) not in (".tif", ".tiff"):
-        return False
-    return is_large_raster(path, threshold_pixels=0 if args.windowed else args.window_threshold)
+
+def _request(args: argparse.Namespace, *, needs_probabilities: bool, compute_threads: int | None):  # type: ignore[no-untyped-def]
+    """The :class:`~unetkit.infer.paths.PathRequest` the options describe."""
+    from unetkit.infer.paths import PathRequest
+    from unetkit.infer.pipeline import PipelineOptions
+
+    pipeline = PipelineOptions(readers=args.io_threads, writers=args.io_threads, batch_images=args.batch_images,
+                               compute_threads=compute_threads)
+    return PathRequest(inputs=tuple(args.inputs), out=Path(args.out), prob=args.prob or needs_probabilities,
+                       uncertainty=args.uncertainty, overlay=not args.no_overlay, skip_existing=args.skip_existing,
+                       window_threshold=_window_threshold(args), sequential=args.sequential, pipeline=pipeline)
 
 

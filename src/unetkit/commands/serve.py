@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from unetkit.choices import PRECISIONS, TTA_LEVELS
 from unetkit.commands._argtypes import add_backend_argument
 
 KEY_VARIABLE = "UNETKIT_API_KEY"
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve a non-loopback address without a key (anyone who reaches it can use the model)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"),
                         help="which saved model of the run to serve")
-    parser.add_argument("--tta", default=None, choices=("none", "flips", "d4", "d4+scales"),
+    parser.add_argument("--tta", default=None, choices=TTA_LEVELS,
                         help="test-time augmentation (default from the plan; the page then shows an uncertainty map)")
     parser.add_argument("--max-upload-mb", type=float, default=256.0, help="largest accepted upload (default 256)")
     parser.add_argument("--max-megapixels", type=float, default=64.0,
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="longest one prediction may take, queueing included; then 504 (default 120 s)")
     parser.add_argument("--no-fast", action="store_true", help="plain eager fp32 (no BN folding / channels_last)")
-    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="what the fast path computes in (default: the plan's infer.precision, auto = bf16 "
                              "where native); printed at start")
     parser.add_argument("--onnx", default=None, metavar="MODEL.onnx",

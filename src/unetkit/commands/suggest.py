@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from unetkit.choices import TTA_LEVELS
 from unetkit.commands._argtypes import add_backend_argument, fraction, positive_int
 
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "writes DIR/regions.csv and the crops to label in DIR/regions/")
     parser.add_argument("--n", type=positive_int, default=20, help="how many images to suggest")
     parser.add_argument("--out", required=True, help="output folder (suggestions.csv, contact_sheet.png)")
-    parser.add_argument("--tta", default="flips", choices=("flips", "d4", "d4+scales"),
+    parser.add_argument("--tta", default="flips", choices=TTA_LEVELS[1:],
                         help="test-time augmentation whose views give the uncertainty")
     parser.add_argument("--fg-weight", type=fraction, default=0.5,
                         help="weight of the mean uncertainty over the predicted foreground and the most uncertain "

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from unetkit.choices import PRECISIONS
 from unetkit.commands._argtypes import positive_int
 from unetkit.commands._data_args import add_data_arguments, data_config_from_args
 from unetkit.config import Plan, apply_overrides, parse_duration
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
-    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="what training computes in (default: the plan's, auto = bf16 autocast where the CPU has "
                              "native bf16 (AVX-512 BF16 / AMX), fp16 with loss scaling on CUDA, else fp32); "
                              "the choice and its reason are printed and recorded in RUN/state.json")
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     """Train one run or every fold; ``quiet`` on the other processes of a torchrun job (rank 0 reports)."""
     from unetkit.run_layout import fold_dir, is_cv_parent
+    from unetkit.runtime.run import encoder_name
     from unetkit.train.loop import train
 
     say = (lambda *a, **k: None) if quiet else print
@@ -104,7 +105,7 @@ def _run(args: argparse.Namespace, *, quiet: bool) -> int:
     else:
         plan, samples = plan_with_samples(args)
         say(
-            f"plan: {plan.model.name} ({plan.model.kwargs.get('encoder', 'plain')}), patch {plan.train.patch_size}, "
+            f"plan: {plan.model.name} ({encoder_name(plan)}), patch {plan.train.patch_size}, "
             f"batch {plan.train.batch_size}, budget {plan.train.time_budget_s or '-'} s, steps {plan.train.steps or 'auto'}"
         )
         if plan.train.labels or plan.train.labels_keys:
@@ -188,75 +189,27 @@ def build_plan(args: argparse.Namespace) -> Plan:
 
 
 def plan_with_samples(args: argparse.Namespace) -> tuple[Plan, list[LoadedSample] | None]:
-    """:func:`build_plan`, and the samples it read when it planned from the data: the dataset check's single
-    pass, which the fingerprint used too (None with ``--plan``, when the check found errors, which the
-    trainer then reports, or when ``--set data.*`` changed how the files are read)."""
-    from unetkit.data.options import same_reading
-    from unetkit.train.plan import optimiser_settings, plan_from_data
-    from unetkit.train.setup import DatasetError, checked_samples
+    """:func:`build_plan`, and the samples it read when it planned from the data
+    (:func:`unetkit.train.request.plan_for_request`)."""
+    from unetkit.train.request import PlanRequest, plan_for_request
 
     # Every --set value (and --folds / --fold) is checked against its field's type and bounds before any data is
     # read (a typo must not cost a dataset load).
     folds = fold_overrides(getattr(args, "folds", None), getattr(args, "fold", None))
     apply_overrides(Plan(), list(args.set) + folds)
-    samples: list[LoadedSample] | None = None
-    if args.plan:
-        plan = Plan.load(args.plan)
-    else:
-        budget = parse_duration(args.time_budget) if args.time_budget else None
-        # `--encoder plain` asks for the planner's from-scratch network (its depth and width), not just another name.
-        pretrained = False if args.encoder == "plain" else None
-        data = data_config_from_args(args)
-        try:
-            samples = checked_samples(data)
-        except DatasetError:
-            samples = None  # planned as before (its error names the first bad file), or the trainer's check reports
-        plan = plan_from_data(data, device=args.device, time_budget_s=budget, pretrained=pretrained, loaded=samples)
-    overrides = list(args.set) + folds
-    if args.model:
-        overrides.append(f"model.name={args.model}")
-    if args.encoder:
-        overrides.append(f"model.kwargs.encoder={args.encoder}")
-        if not args.plan and args.encoder != "plain":
-            plan.model.reason = f"encoder {args.encoder} chosen on the command line (--encoder)"
-        if not args.encoder_weights:
-            plan.model.kwargs.pop("encoder_weights", None)  # the planner's weights belong to its own encoder
-    if args.encoder_weights:
-        overrides.append(f"model.kwargs.encoder_weights={args.encoder_weights}")
-    if (args.encoder or args.encoder_weights) and not args.plan:
-        # The planner's learning rates depend on whether the encoder starts pretrained; `--set` still wins.
-        settings = optimiser_settings(pretrained=bool(args.encoder_weights) or "encoder_weights" in plan.model.kwargs)
-        plan.train = dataclasses.replace(plan.train, **settings)
-    if args.precision:
-        overrides.append(f"train.precision={args.precision}")
-    if args.time_budget and args.plan:
-        overrides.append(f"train.time_budget_s={parse_duration(args.time_budget)}")
-    plan = _with_labels(apply_overrides(plan, overrides), args)
-    if getattr(args, "unlabelled", None):
-        from unetkit.train.semisup import with_unlabelled
-
-        plan = with_unlabelled(plan, args.unlabelled)
-    if samples is not None and not same_reading(plan.data, data):
-        samples = None
-    return plan, samples
-
-
-def _with_labels(plan: Plan, args: argparse.Namespace) -> Plan:
-    """``--labels`` / ``--labels-seed`` / ``--labels-file`` into the plan's ``train.labels*`` fields."""
-    from unetkit.data.splits import read_key_list
-
-    labels, seed, listed = getattr(args, "labels", None), getattr(args, "labels_seed", None), getattr(
-        args, "labels_file", None)
-    if labels and listed:
-        raise ValueError("--labels N and --labels-file LIST choose the labelled cases in two ways; give one")
-    changes: dict[str, Any] = {}
-    if labels:
-        changes.update(labels=labels, labels_keys=[])
-    if seed is not None:
-        changes["labels_seed"] = seed
-    if listed:
-        keys = read_key_list(listed)
-        if not keys:
-            raise ValueError(f"{listed}: the labelled list is empty")
-        changes.update(labels=0, labels_keys=keys)
-    return dataclasses.replace(plan, train=dataclasses.replace(plan.train, **changes)) if changes else plan
+    request = PlanRequest(
+        data=None if args.plan else data_config_from_args(args),
+        plan_file=args.plan,
+        device=args.device,
+        time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
+        model=args.model,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        precision=args.precision,
+        overrides=(*args.set, *folds),
+        labels=getattr(args, "labels", None),
+        labels_seed=getattr(args, "labels_seed", None),
+        labels_file=getattr(args, "labels_file", None),
+        unlabelled=tuple(getattr(args, "unlabelled", None) or ()),
+    )
+    return plan_for_request(request)

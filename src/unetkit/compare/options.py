@@ -18,7 +18,7 @@ class CompareOptions:
 
     Attributes:
         models: registered model names; the first is the reference of the paired differences.
-        tta: TTA levels (see :data:`unetkit.infer.tta.TTA_LEVELS`); differences are taken against the first.
+        tta: TTA levels (see :data:`unetkit.choices.TTA_LEVELS`); differences are taken against the first.
         time_budget_s: training time of each variant (of each fold with ``folds``); unused with ``steps``.
         steps: when > 0, every variant trains exactly this many optimiser steps instead of ``time_budget_s``
             (a comparison that does not depend on the machine's speed or load; slower variants take longer).

@@ -19,6 +19,7 @@ import numpy as np
 
 from unetkit.config import Plan
 from unetkit.metrics_boundary import boundary_f1_labels, shift_consistency, view_agreement
+from unetkit.runtime.run import label_classes
 
 if TYPE_CHECKING:
     from unetkit.compare.options import CompareOptions
@@ -52,14 +53,14 @@ def held_out_part(plan: Plan) -> HeldOut:
     """
     from unetkit.data.dataset import load_samples
     from unetkit.data.discovery import discover
-    from unetkit.data.splits import training_split
+    from unetkit.runtime.run import run_split
 
     samples = load_samples(discover(plan.data).samples, plan.data)
     keys, groups = [s.key for s in samples], [s.group for s in samples]
     cfg = plan.train
     fold_of: dict[str, int] = {}
     for fold in range(max(cfg.folds, 1)):
-        split = training_split(keys, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=fold)
+        split = run_split(plan, keys, groups, fold=fold, labelled=False)
         fold_of.update({k: fold for k in split.val})
     chosen = [s for s in samples if s.key in fold_of]
     if not chosen:
@@ -116,7 +117,7 @@ def score_image(sample: LoadedSample, predictor: Predictor, plain: Predictor, *,
 
     volumes = plan.data.spatial_dims == 3
     spacing = sample.meta.get("spacing") if volumes else None
-    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
+    classes = label_classes(plan)
     first = 1 if plan.data.background else 0
     started = time.perf_counter()
     labels = predictor(sample.image, spacing=sample.meta.get("spacing")).labels
@@ -159,7 +160,7 @@ def tta_view_labels(plain: Predictor, sample: LoadedSample, level: str) -> list[
 
 def fold_agreement(sample: LoadedSample, predictors: Sequence[Predictor], plan: Plan) -> float:
     """Mean pairwise Dice of the fold models' label maps for one image (all but one fold trained on it)."""
-    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
+    classes = label_classes(plan)
     first = 1 if plan.data.background else 0
     maps = [p(sample.image, spacing=sample.meta.get("spacing")).labels for p in predictors]
     return view_agreement(maps, num_classes=classes, first=first)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from unetkit._io import write_json_atomic
 from unetkit.compare.options import DEFAULT_SHIFTS, MIN_BUDGET_S, MIN_STEPS, CompareOptions
 from unetkit.config import Plan, apply_overrides
+from unetkit.runtime.run import encoder_name
 
 if TYPE_CHECKING:
     from unetkit.data.options import DataConfig
@@ -31,7 +32,7 @@ def check_request(options: CompareOptions) -> None:
     Raises:
         ValueError: one line naming the bad value and what is valid.
     """
-    from unetkit.infer.tta import TTA_LEVELS
+    from unetkit.choices import TTA_LEVELS
     from unetkit.model_config import MODEL_CONFIGS
 
     valid = sorted(MODEL_CONFIGS)  # the segmentation models (the diffusion U-Net is not one)
@@ -100,7 +101,7 @@ def check_support(plan: Plan) -> None:
     if dims not in supported:
         forms = " and ".join(f"{d}D" for d in supported)
         raise ValueError(f"model {name} has no {dims}D form (only {forms}); the data is {dims}D")
-    encoder = str(plan.model.kwargs.get("encoder", "plain"))
+    encoder = encoder_name(plan)
     if dims == 3 and encoder != "plain":
         raise ValueError(f"model {name} with encoder {encoder}: timm encoders are 2D only and the data is 3D; "
                          "use --encoder plain")  # fmt: skip

@@ -8,7 +8,7 @@ prints the report; the trainer calls :func:`check_dataset` before training.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from unetkit.data._raw import read_mask_array
 from unetkit.data.annotations import with_source_classes
 from unetkit.data.dataset import LoadedSample, assemble_sample, mask_spatial_shape, read_sample_image
 from unetkit.data.discovery import DiscoveryResult, Sample, discover
-from unetkit.data.fingerprint import FingerprintAccumulator
+from unetkit.data.fingerprint import DataFingerprint, FingerprintAccumulator
 from unetkit.data.masks import (
     MaskEncodingError,
     apply_roi,
@@ -33,6 +33,9 @@ from unetkit.data.options import DataConfig
 
 ERROR, WARNING = "error", "warning"
 _MAX_LISTED = 5  # files named per finding; the rest are counted
+# The fingerprint's class statistics, withheld when the masks' encoding is wrong.
+_CLASS_FIELDS = ("classes", "class_pixels", "class_frequencies", "class_presence", "foreground_fraction",
+                 "ignore_fraction")
 
 
 @dataclass
@@ -53,12 +56,15 @@ class CheckReport:
         root: the dataset as given.
         findings: errors and warnings, errors first.
         summary: counts, layout, sizes, channels, dtypes, mask values/colours, the encoding guess and the
-            fingerprint (``summary["fingerprint"]``, see :func:`unetkit.data.fingerprint.fingerprint`).
+            fingerprint's dict form (``summary["fingerprint"]``, see ``DataFingerprint.to_dict()``).
+        fingerprint: the samples' ``unetkit.data.fingerprint.DataFingerprint`` (None when none was read);
+            without class statistics when the masks' encoding is wrong.
     """
 
     root: str
     findings: list[Finding] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    fingerprint: DataFingerprint | None = None
     # With ``check_dataset(..., keep=True)``: every sample as :func:`unetkit.data.dataset.load_sample` loads it,
     # from the same decode the checks used (empty when the report has errors).
     samples: list[LoadedSample] = field(default_factory=list, repr=False)
@@ -148,12 +154,16 @@ def check_dataset(config: DataConfig, *, max_samples: int | None = None, keep: b
     report.summary.update(_describe(found, scan, len(samples)))
     if acc.shapes:
         fp = acc.result()
+        shown = fp.to_dict()
         if any(f.code in _ENCODING_CODES for f in report.errors):
             # Class statistics of wrongly encoded masks mislead (e.g. 256 "classes"); show none.
-            fp = {k: v for k, v in fp.items() if not k.startswith(("class", "foreground", "ignore"))}
+            blank = DataFingerprint()
+            fp = replace(fp, **{name: getattr(blank, name) for name in _CLASS_FIELDS})
+            shown = {k: v for k, v in shown.items() if k not in _CLASS_FIELDS}
         else:
             _report_classes(fp, config, report)
-        report.summary["fingerprint"] = fp
+        report.fingerprint = fp
+        report.summary["fingerprint"] = shown
     report.findings.sort(key=lambda f: f.severity != ERROR)
     if report.has_errors:
         report.samples = []
@@ -371,24 +381,23 @@ def _report_images(acc: FingerprintAccumulator, report: CheckReport) -> None:
         )
 
 
-def _report_classes(fp: dict[str, Any], config: DataConfig, report: CheckReport) -> None:
-    pixels = fp.get("class_pixels") or {}
-    if not pixels:
+def _report_classes(fp: DataFingerprint, config: DataConfig, report: CheckReport) -> None:
+    pixels, fg, ignored = fp.class_pixels, fp.foreground_fraction, fp.ignore_fraction
+    if not pixels or fg is None or ignored is None:  # no labelled image
         return
     declared = resolve_classes(config)
     absent = [name for name in declared if pixels.get(name, 0) == 0]
     if absent:
         report.add(WARNING, "class_absent", f"class(es) {', '.join(absent)} never appear in the masks checked: "
                    "check the class list / colour table, or drop unused classes")  # fmt: skip
-    fg = fp.get("foreground_fraction", 0.0)
     if config.background and config.task != "multilabel" and fg == 0.0:
         report.add(WARNING, "all_background", "every mask is background only (class 0): nothing to learn; "
                    "check the mask encoding (--mask-threshold / --value-map)")  # fmt: skip
     if config.background and len(pixels) == 2 and fg > 0.5:
         report.add(WARNING, "foreground_majority", f"the foreground covers {100 * fg:.0f}% of the labelled pixels: "
                    "if the structure of interest is the other one, invert it (e.g. --value-map 0:1,255:0)")  # fmt: skip
-    if fp.get("ignore_fraction", 0.0) > 0.5:
-        report.add(WARNING, "mostly_ignored", f"{100 * fp['ignore_fraction']:.0f}% of the mask pixels are "
+    if ignored > 0.5:
+        report.add(WARNING, "mostly_ignored", f"{100 * ignored:.0f}% of the mask pixels are "
                    f"ignore_index ({config.ignore_index}): is the ignore index right?")  # fmt: skip
 
 
@@ -439,12 +448,13 @@ def _summary_lines(report: CheckReport) -> list[str]:
                  + (f"  roi: {s['roi_root']}" if s.get("roi_root") else ""))  # fmt: skip
     lines.append(f"  samples: {s['num_samples']} paired ({s['num_checked']} checked); unmatched: "
                  f"{s['num_unmatched_images']} image(s), {s['num_unmatched_masks']} mask(s)")  # fmt: skip
-    fp = s.get("fingerprint")
+    fp = report.fingerprint
     if fp:
-        sizes = fp.get("sizes") or {}
-        size = " .. ".join("x".join(map(str, sizes[k])) for k in ("min", "max")) if sizes else "mixed"
-        lines.append(f"  images: {fp['spatial_dims']}D, channels {fp['channels']}, dtypes {', '.join(fp['dtypes'])}, "
-                     f"sizes {size} (median {'x'.join(map(str, sizes.get('median', [])))})")  # fmt: skip
+        sizes = fp.sizes
+        size = " .. ".join("x".join(map(str, axes)) for axes in (sizes.min, sizes.max)) if sizes.min else "mixed"
+        dims = fp.spatial_dims[0] if len(fp.spatial_dims) == 1 else fp.spatial_dims
+        lines.append(f"  images: {dims}D, channels {fp.channels}, dtypes {', '.join(fp.dtypes)}, "
+                     f"sizes {size} (median {'x'.join(map(str, sizes.median))})")  # fmt: skip
     if s.get("num_mask_colours"):
         shown = ", ".join(f"{c}: {n}" for c, n in s["mask_colours"].items())
         lines.append(f"  mask colours ({s['num_mask_colours']}): {shown}")
@@ -457,10 +467,8 @@ def _summary_lines(report: CheckReport) -> list[str]:
         lines.append(f"  mask encoding: {enc['configured']} ({enc['description']})")
     if s.get("annotations"):
         lines.append(_annotation_line(s["annotations"]))
-    if fp and fp.get("class_frequencies"):
-        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in fp["class_frequencies"].items())
+    if fp and fp.class_frequencies and fp.foreground_fraction is not None and fp.ignore_fraction is not None:
+        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in fp.class_frequencies.items())
         lines.append(f"  classes (share of labelled pixels): {shares}")
-        lines.append(
-            f"  foreground {100 * fp['foreground_fraction']:.1f}%, ignored {100 * fp['ignore_fraction']:.1f}%"
-        )
+        lines.append(f"  foreground {100 * fp.foreground_fraction:.1f}%, ignored {100 * fp.ignore_fraction:.1f}%")
     return lines

@@ -1,12 +1,14 @@
 """Dataset fingerprint: the numbers a planner needs (sizes, channels, intensities, class frequencies).
 
-Samples are consumed one at a time, so a fingerprint of a dataset never holds all of it in memory.
+Samples are consumed one at a time, so a fingerprint of a dataset never holds all of it in memory. The result is
+a :class:`DataFingerprint`; its dict form (``to_dict``) is what ``unetkit check --json`` prints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -18,9 +20,167 @@ if TYPE_CHECKING:
 
 # Pixels drawn per image for intensity statistics (weighted by the image's true pixel count).
 _SAMPLES_PER_IMAGE = 10_000
+# Fields left out of the dict form while they hold their default: the accumulator writes the label statistics only
+# when some image is labelled, and the planner adds ``has_roi``.
+_OMITTED_AT_DEFAULT = {"optional": True}
+_T = TypeVar("_T")
 
 
-def fingerprint(items: Sequence[Any], config: DataConfig | None = None, *, seed: int = 0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SizeSpread:
+    """Image sizes per spatial axis, in pixels (voxels).
+
+    Attributes:
+        min: the smallest size seen on each axis (empty: not recorded).
+        median: the median size on each axis (empty: not recorded).
+        max: the largest size seen on each axis (empty: not recorded).
+    """
+
+    min: list[int] = field(default_factory=list)
+    median: list[int] = field(default_factory=list)
+    max: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IntensityStats:
+    """Per-channel intensity statistics (one value per channel; empty: not recorded).
+
+    Mean and std are weighted by image size; the percentiles come from up to 10,000 random pixels per image.
+
+    Attributes:
+        mean: mean per channel.
+        std: standard deviation per channel.
+        min: smallest value per channel.
+        max: largest value per channel.
+        p00_5: 0.5th percentile per channel.
+        p50: median per channel.
+        p99_5: 99.5th percentile per channel.
+    """
+
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    min: list[float] = field(default_factory=list)
+    max: list[float] = field(default_factory=list)
+    p00_5: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99_5: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """What ``fingerprint()`` found in a dataset. Each field has one default: what a hand-written fingerprint (or a
+    dict form without the key) means when it does not record the field.
+
+    Attributes:
+        num_samples: images read.
+        num_labelled: images that came with a mask.
+        spatial_dims: the distinct dimensionalities seen, sorted (2 images, 3 volumes; the dict form writes a single
+            one as a number); empty: not recorded (the planner takes the data options').
+        channels: the distinct channel counts seen, sorted; empty: not recorded (the planner takes the data options').
+        dtypes: the distinct pixel types of the files, sorted.
+        sizes: min / median / max size per spatial axis; all empty when images differ in dimensionality.
+        spacing: median voxel size per axis (files with a spacing, e.g. NIfTI), or None.
+        spacing_p10: 10th percentile of the voxel sizes per axis, or None (the planner's anisotropy rule uses it).
+        spacing_min: smallest voxel size per axis, or None.
+        spacing_max: largest voxel size per axis, or None.
+        georeferenced: every image carries a CRS or an affine transform, as GeoTIFFs do.
+        intensity: per-channel statistics over all pixels; None when images differ in channel count.
+        intensity_foreground: the same over labelled foreground pixels; None without foreground pixels, or when
+            images differ in channel count.
+        classes: class names (from the data options, or ``class_0``, ``class_1``, ... when the masks hold more).
+        class_pixels: labelled pixels per class name.
+        class_frequencies: share of the labelled pixels per class name.
+        class_presence: share of the labelled images containing each class; None when no image is labelled.
+        foreground_fraction: non-background share of the labelled pixels (multi-label: pixels with any class;
+            1.0 without a background class); None when no image is labelled.
+        ignore_fraction: share of the mask pixels at the ignore index; None when no image is labelled.
+        has_roi: some image has a region-of-interest mask (set by the planner, which reads the samples' files).
+    """
+
+    num_samples: int = 0
+    num_labelled: int = 0
+    spatial_dims: list[int] = field(default_factory=list)
+    channels: list[int] = field(default_factory=list)
+    dtypes: list[str] = field(default_factory=list)
+    sizes: SizeSpread = field(default_factory=SizeSpread)
+    spacing: list[float] | None = None
+    spacing_p10: list[float] | None = None
+    spacing_min: list[float] | None = None
+    spacing_max: list[float] | None = None
+    georeferenced: bool = False
+    intensity: IntensityStats | None = None
+    intensity_foreground: IntensityStats | None = None
+    classes: list[str] = field(default_factory=list)
+    class_pixels: dict[str, int] = field(default_factory=dict)
+    class_frequencies: dict[str, float] = field(default_factory=dict)
+    class_presence: dict[str, float] | None = field(default=None, metadata=_OMITTED_AT_DEFAULT)
+    foreground_fraction: float | None = field(default=None, metadata=_OMITTED_AT_DEFAULT)
+    ignore_fraction: float | None = field(default=None, metadata=_OMITTED_AT_DEFAULT)
+    has_roi: bool = field(default=False, metadata=_OMITTED_AT_DEFAULT)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``unetkit check --json``'s ``summary.fingerprint``): the fields in order, ``sizes`` and
+        ``intensity`` as nested dicts (``sizes`` without its empty axes' entries), a single ``spatial_dims`` as
+        a number; the label statistics and ``has_roi`` only when set.
+
+        Returns:
+            A dict of plain lists, dicts, numbers, strings and None.
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("optional") and value == f.default:
+                continue
+            if isinstance(value, SizeSpread):
+                value = {k: list(v) for k, v in vars(value).items() if v}
+            elif isinstance(value, IntensityStats):
+                value = {k: list(v) for k, v in vars(value).items()}
+            elif isinstance(value, (list, dict)):
+                value = value.copy()
+            out[f.name] = value
+        if len(self.spatial_dims) == 1:
+            out["spatial_dims"] = self.spatial_dims[0]
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DataFingerprint:
+        """Read the dict form back; a missing key gets the field's default.
+
+        Args:
+            raw: a dict as ``to_dict()`` writes it (``spatial_dims`` / ``channels`` as a number or a list).
+
+        Returns:
+            The fingerprint.
+
+        Raises:
+            ValueError: a key that is no field of ``DataFingerprint``.
+        """
+        values = dict(raw)
+        _check_keys(cls, values, "fingerprint")
+        for name in ("spatial_dims", "channels"):
+            if name in values and not isinstance(values[name], (list, tuple)):
+                values[name] = [values[name]]
+        if "sizes" in values:
+            values["sizes"] = _nested(SizeSpread, values["sizes"] or {}, "fingerprint.sizes")
+        for name in ("intensity", "intensity_foreground"):
+            if values.get(name) is not None:
+                values[name] = _nested(IntensityStats, values[name], f"fingerprint.{name}")
+        return cls(**values)
+
+
+def _check_keys(cls: type, raw: Mapping[str, Any], where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+def _nested(cls: type[_T], raw: Mapping[str, Any], where: str) -> _T:
+    _check_keys(cls, raw, where)
+    return cls(**{k: list(v) for k, v in raw.items()})
+
+
+def fingerprint(items: Sequence[Any], config: DataConfig | None = None, *, seed: int = 0) -> DataFingerprint:
     """Summarise a dataset.
 
     Args:
@@ -30,17 +190,7 @@ def fingerprint(items: Sequence[Any], config: DataConfig | None = None, *, seed:
         seed: seed of the pixel subsample used for percentiles.
 
     Returns:
-        dict with ``num_samples``, ``spatial_dims``, ``channels`` (sorted distinct counts), ``dtypes``,
-        ``sizes`` (``min`` / ``median`` / ``max`` per spatial axis), ``spacing`` (median, when known),
-        ``spacing_p10`` / ``spacing_min`` / ``spacing_max`` (per axis, when known),
-        ``intensity`` (per channel ``mean``, ``std``, ``min``, ``max``, ``p00_5``, ``p50``, ``p99_5``; mean/std
-        and percentiles are estimated from up to 10,000 random pixels per image, the mean/std weighted by
-        image size; ``intensity_foreground`` the same over labelled foreground pixels; ``None`` when images
-        differ in channel count), ``classes``, ``class_pixels``,
-        ``class_frequencies`` (share of labelled pixels), ``class_presence`` (share of images containing the
-        class), ``foreground_fraction`` (non-background share of labelled pixels, or any-class share for
-        multi-label), ``ignore_fraction``, ``num_labelled`` and ``georeferenced`` (every image carries a CRS or
-        an affine transform, as GeoTIFFs do).
+        The sizes, channels, spacings, intensities and class statistics (see ``DataFingerprint``).
 
     Raises:
         ValueError: empty input, or samples without a config.
@@ -62,7 +212,7 @@ def _loaded(items: Sequence[Any], config: DataConfig) -> Iterable[LoadedSample]:
 
 
 class FingerprintAccumulator:
-    """Collects the statistics of :func:`fingerprint` one sample at a time."""
+    """Collects the statistics of ``fingerprint()`` one sample at a time."""
 
     def __init__(self, config: DataConfig, *, seed: int = 0) -> None:
         self.config = config
@@ -145,38 +295,37 @@ class FingerprintAccumulator:
                                              meansq * weight, lo.astype(np.float64), hi.astype(np.float64)]))  # fmt: skip
         self.draws[which].append(x)
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> DataFingerprint:
         if not self.shapes:
             raise ValueError("cannot fingerprint an empty dataset")
-        shapes = np.array(self.shapes) if len({len(s) for s in self.shapes}) == 1 else None
-        out: dict[str, Any] = {
-            "num_samples": len(self.shapes),
-            "num_labelled": self.labelled_images,
-            "spatial_dims": sorted({len(s) for s in self.shapes}),
-            "channels": sorted(self.channels),
-            "dtypes": sorted(self.dtypes),
-            "sizes": _spread(shapes) if shapes is not None else {},
-            "spacing": np.median(np.array(self.spacings), axis=0).tolist() if self.spacings else None,
-            **self._spacing_spread(),
+        uniform = len({len(s) for s in self.shapes}) == 1
+        p10, lo, hi = self._spacing_spread()
+        return DataFingerprint(
+            num_samples=len(self.shapes),
+            num_labelled=self.labelled_images,
+            spatial_dims=sorted({len(s) for s in self.shapes}),
+            channels=sorted(self.channels),
+            dtypes=sorted(self.dtypes),
+            sizes=_spread(np.array(self.shapes)) if uniform else SizeSpread(),
+            spacing=np.median(np.array(self.spacings), axis=0).tolist() if self.spacings else None,
+            spacing_p10=p10,
+            spacing_min=lo,
+            spacing_max=hi,
             # Every image placed on the ground (a CRS or an affine transform): the planner treats them as aerial.
-            "georeferenced": self.georeferenced == len(self.shapes),
-            "intensity": self._intensity_stats("all"),
-            "intensity_foreground": self._intensity_stats("fg"),
-        }
-        if len(out["spatial_dims"]) == 1:
-            out["spatial_dims"] = out["spatial_dims"][0]
-        out.update(self._class_stats())
-        return out
+            georeferenced=self.georeferenced == len(self.shapes),
+            intensity=self._intensity_stats("all"),
+            intensity_foreground=self._intensity_stats("fg"),
+            **self._class_stats(),
+        )
 
-    def _spacing_spread(self) -> dict[str, list[float] | None]:
+    def _spacing_spread(self) -> tuple[list[float] | None, list[float] | None, list[float] | None]:
         """10th percentile, min and max voxel size per axis (the planner's anisotropy rule uses the 10th)."""
         if not self.spacings or len({len(s) for s in self.spacings}) != 1:
-            return {"spacing_p10": None, "spacing_min": None, "spacing_max": None}
+            return None, None, None
         sp = np.array(self.spacings)
-        return {"spacing_p10": np.percentile(sp, 10, axis=0).tolist(), "spacing_min": sp.min(0).tolist(),
-                "spacing_max": sp.max(0).tolist()}
+        return np.percentile(sp, 10, axis=0).tolist(), sp.min(0).tolist(), sp.max(0).tolist()
 
-    def _intensity_stats(self, which: str) -> dict[str, list[float]] | None:
+    def _intensity_stats(self, which: str) -> IntensityStats | None:
         if not self.moments[which] or len(self.channels) != 1:
             return None
         m = np.stack(self.moments[which])  # (images, 5, C)
@@ -185,15 +334,15 @@ class FingerprintAccumulator:
         std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0))
         draws = np.concatenate(self.draws[which], axis=1)
         pct = np.percentile(draws, [0.5, 50, 99.5], axis=1)
-        return {
-            "mean": mean.tolist(), "std": std.tolist(), "min": m[:, 3].min(0).tolist(),
-            "max": m[:, 4].max(0).tolist(), "p00_5": pct[0].tolist(), "p50": pct[1].tolist(),
-            "p99_5": pct[2].tolist(),
-        }  # fmt: skip
+        return IntensityStats(
+            mean=mean.tolist(), std=std.tolist(), min=m[:, 3].min(0).tolist(), max=m[:, 4].max(0).tolist(),
+            p00_5=pct[0].tolist(), p50=pct[1].tolist(), p99_5=pct[2].tolist(),
+        )
 
     def _class_stats(self) -> dict[str, Any]:
+        """The :class:`DataFingerprint` fields from ``classes`` on (only the names when no image is labelled)."""
         if not self.labelled_images:
-            return {"classes": resolve_classes(self.config), "class_pixels": {}, "class_frequencies": {}}
+            return {"classes": resolve_classes(self.config)}
         multilabel = self.config.task == "multilabel"
         names = resolve_classes(self.config)
         n_classes = max(len(names), max(self.class_pixels, default=-1) + 1)
@@ -218,9 +367,9 @@ class FingerprintAccumulator:
         }
 
 
-def _spread(shapes: np.ndarray) -> dict[str, list[int]]:
-    return {
-        "min": shapes.min(0).tolist(),
-        "median": [int(v) for v in np.median(shapes, axis=0)],
-        "max": shapes.max(0).tolist(),
-    }
+def _spread(shapes: np.ndarray) -> SizeSpread:
+    return SizeSpread(
+        min=shapes.min(0).tolist(),
+        median=[int(v) for v in np.median(shapes, axis=0)],
+        max=shapes.max(0).tolist(),
+    )

@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from unetkit.data import geotiff, nifti, readers_image
-from unetkit.data._common import Window, check_window, full_suffix
+from unetkit.data._common import Window as Window  # public here: a pixel window of a raster
+from unetkit.data._common import check_window
+from unetkit.data._common import full_suffix as full_suffix  # public here: a file's format suffix
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,13 @@ Conventions:
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from unetkit.data.fingerprint import DataFingerprint
 
 PRESETS = ("default", "microscopy", "medical", "aerial", "industrial", "none")
 
@@ -103,15 +105,13 @@ PRESET_SETTINGS: dict[str, AugmentSettings] = {
 }  # fmt: skip
 
 
-def choose_preset(fingerprint: Mapping[str, Any]) -> str:
+def choose_preset(fingerprint: DataFingerprint) -> str:
     """Pick an augmentation preset from simple facts about a dataset.
 
     Args:
-        fingerprint: ``spatial_dims`` (2 or 3), ``channels``, ``size_median`` (median spatial
-            shape, e.g. ``[H, W]``; ``sizes["median"]`` is accepted too), and optionally
-            ``georeferenced`` (images carry a CRS) and ``has_roi`` (a region-of-interest /
-            field-of-view mask is given). ``spatial_dims`` / ``channels`` may be lists of the
-            values seen; the largest is used.
+        fingerprint: the dataset's ``spatial_dims`` and ``channels`` (the largest value seen is used; none
+            recorded: 2D, 1 channel), ``sizes.median`` (median spatial shape, e.g. ``[H, W]``), ``georeferenced``
+            (images carry a CRS) and ``has_roi`` (a region-of-interest / field-of-view mask is given).
 
     Returns:
         The first rule that matches:
@@ -128,20 +128,18 @@ def choose_preset(fingerprint: Mapping[str, Any]) -> str:
         On the bundled datasets: ISBI EM -> microscopy, DRIVE with its FOV masks -> medical,
         Dubai aerial -> aerial, magnetic tiles -> industrial, hippocampus MRI -> medical.
     """
-    dims = _largest(fingerprint.get("spatial_dims", 2))
-    channels = _largest(fingerprint.get("channels", 1))
+    dims = max(fingerprint.spatial_dims, default=2)
+    channels = max(fingerprint.channels, default=1)
     if dims == 3:
         return "medical"
-    if fingerprint.get("georeferenced") or channels > 4:
+    if fingerprint.georeferenced or channels > 4:
         return "aerial"
-    sizes = fingerprint.get("sizes")
-    median = fingerprint.get("size_median", sizes.get("median", []) if isinstance(sizes, Mapping) else [])
-    size = [float(s) for s in median][-2:]
+    size = [float(s) for s in fingerprint.sizes.median][-2:]
     if len(size) < 2 or min(size) <= 0:
         return "default"
     short, long = min(size), max(size)
     if channels >= 3:
-        if fingerprint.get("has_roi"):
+        if fingerprint.has_roi:
             return "medical"
         return "aerial" if long >= 768 else "default"
     if long / short <= 1.25 and short >= 384:
@@ -149,13 +147,6 @@ def choose_preset(fingerprint: Mapping[str, Any]) -> str:
     if long <= 640:
         return "industrial"
     return "default"
-
-
-def _largest(value: Any) -> int:
-    """An int from a fingerprint field given as a number or as the list of values seen."""
-    if isinstance(value, (list, tuple)):
-        return int(max(value)) if value else 0
-    return int(value)
 
 
 def build_augmentation(

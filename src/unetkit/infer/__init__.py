@@ -1,7 +1,9 @@
-"""Inference: tiled prediction (:mod:`~unetkit.infer.tiling`), test-time augmentation
-(:mod:`~unetkit.infer.tta`), post-processing (:mod:`~unetkit.infer.postprocess`), overlays
-(:mod:`~unetkit.infer.overlay`) and the :class:`~unetkit.infer.predictor.Predictor` that composes them.
+"""Inference: test-time augmentation (:mod:`~unetkit.infer.tta`), backends and the
+:class:`~unetkit.infer.predictor.Predictor` that composes them with the runtime layer's tiled prediction
+(:mod:`~unetkit.runtime.tiling`), post-processing (:mod:`~unetkit.runtime.postprocess`) and overlays
+(:mod:`~unetkit.runtime.overlay`). Files, folders and globs are predicted through one entry point,
+:func:`unetkit.infer.paths.predict_paths`.
 
-Submodules are imported explicitly (``from unetkit.infer.tiling import sliding_window_predict``) so that
+Submodules are imported explicitly (``from unetkit.infer.tta import tta_views``) so that
 using one piece does not pull in the others.
 """

@@ -130,6 +130,6 @@ def _read_prob(path: Path | None) -> np.ndarray | None:
 
 
 def _stem(path: Path) -> str:
-    from unetkit.data._common import full_suffix
+    from unetkit.data.io import full_suffix
 
     return path.name[: -len(full_suffix(path))] if full_suffix(path) else path.stem

@@ -94,8 +94,8 @@ def onnxruntime_installed() -> bool:
 def graph_matches(graph: Path, weights: Path) -> bool:
     """Whether ``graph`` exists with an export report (``<graph>.json``) naming these weights and this unetkit."""
     from unetkit._version import __version__
-    from unetkit.export import file_sha256
     from unetkit.models.base import WEIGHTS_NAME
+    from unetkit.runtime.onnx_export import file_sha256
 
     report = graph.with_name(graph.name + ".json")
     if not graph.is_file() or not report.is_file():

@@ -22,6 +22,7 @@ import torch
 
 from unetkit.config import InferConfig, Plan
 from unetkit.infer.predictor import Prediction, Predictor, blended_probabilities, predict_on_own_grid
+from unetkit.runtime.run import input_channels, output_classes
 
 # Data options that change what a model sees or what its outputs mean; the others (where the data lies,
 # how images are grouped for the split) may differ between ensemble members.
@@ -175,9 +176,8 @@ def _mismatch(a: Predictor, b: Predictor) -> str | None:
         va, vb = getattr(a.plan.data, name), getattr(b.plan.data, name)
         if va != vb:
             return f"data option {name} is {vb!r}, not {va!r}"
-    defaults = {"classes": 2, "in_channels": a.plan.data.in_channels}  # as the models are built
-    for name, default in defaults.items():
-        va, vb = a.plan.model.kwargs.get(name, default), b.plan.model.kwargs.get(name, default)
+    for name, read in (("classes", output_classes), ("in_channels", input_channels)):
+        va, vb = read(a.plan), read(b.plan)  # as the models are built
         if va != vb:
             return f"model {name} is {vb!r}, not {va!r}"
     if a.with_uncertainty != b.with_uncertainty:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unetkit.data._common import full_suffix
+from unetkit.data.io import full_suffix
 
 if TYPE_CHECKING:
     from unetkit.data.io import ImageData
@@ -124,7 +124,7 @@ def write_outputs(path: Path, targets: dict[str, Path], image: ImageData, result
         written.append(targets["uncertainty"])
         write_image(written[-1], result.uncertainty[None].astype(np.float32), meta=meta)
     if "overlay" in targets and labels.ndim == 2:
-        from unetkit.infer.overlay import make_overlay
+        from unetkit.runtime.overlay import make_overlay
 
         written.append(targets["overlay"])
         rgb = np.moveaxis(image.array[:3], 0, -1) if image.array.shape[0] >= 3 else image.array[0]

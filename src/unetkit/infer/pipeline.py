@@ -45,7 +45,7 @@ from unetkit.infer.files import (
     write_outputs,
 )
 from unetkit.infer.predictor import Prediction, blended_probabilities, to_prediction
-from unetkit.infer.tiling import fits_one_tile, pad_to_tile, pass_tiles
+from unetkit.runtime.tiling import fits_one_tile, pad_to_tile, pass_tiles
 
 # What a bad input raises (unreadable, unsupported, wrong channels, a write that failed): reported and skipped.
 FILE_ERRORS = (ValueError, OSError, RuntimeError)

@@ -23,6 +23,7 @@ from unetkit.data.normalize import normalize_for
 from unetkit.infer.fastpath import prepare_for_inference
 from unetkit.models.base import load_model
 from unetkit.precision import PrecisionChoice, autocast
+from unetkit.runtime.run import input_channels
 
 BACKENDS = ("torch", "onnx")
 
@@ -171,7 +172,7 @@ class Predictor:
         shift = [float(s) for s in self.infer.shift]
         if not any(shift):
             return fn
-        from unetkit.infer.alignment import shift_tiles
+        from unetkit.runtime.alignment import shift_tiles
 
         # Each tile is moved before blending; the blend's weights are ~0 at tile edges, where the shift repeats
         # edge values, so only the image's own border sees the repetition.
@@ -208,7 +209,7 @@ class Predictor:
         expected = self.spatial_dims + 1
         if image.ndim != expected:
             raise ValueError(f"expected an image of shape (C, *spatial) with {expected} dims, got {image.shape}")
-        channels = int(self.plan.model.kwargs.get("in_channels", int(image.shape[0])))
+        channels = input_channels(self.plan, fallback=int(image.shape[0]))
         if image.shape[0] != channels:
             raise ValueError(f"the model takes {channels} channel(s); the image has {image.shape[0]}")
 
@@ -244,7 +245,7 @@ def predict_on_own_grid(
 
 def to_prediction(probs: np.ndarray, uncertainty: np.ndarray | None, infer: InferConfig) -> Prediction:
     """Labels from ``probs`` (threshold or argmax, then ``infer.min_size``) with the probabilities and uncertainty."""
-    from unetkit.infer.postprocess import probabilities_to_labels, remove_small_components
+    from unetkit.runtime.postprocess import probabilities_to_labels, remove_small_components
 
     labels = probabilities_to_labels(probs, threshold=infer.threshold)
     if infer.min_size > 0:
@@ -258,7 +259,7 @@ def blended_probabilities(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Normalise a raw ``(C, *spatial)`` image as ``plan`` says, run ``tile_fn`` over its Gaussian-blended tiles and
     split off the uncertainty channel that ``tile_fn`` appends when ``uncertainty`` (a single model or an ensemble)."""
-    from unetkit.infer.tiling import TileSettings, pass_tiles, sliding_window_predict
+    from unetkit.runtime.tiling import TileSettings, pass_tiles, sliding_window_predict
 
     tile, batch = pass_tiles(image.shape[1:], infer.tile_size, max_pass_pixels=infer.max_pass_pixels,
                              batch_size=infer.batch_size)
@@ -272,17 +273,32 @@ def blended_probabilities(
     return out, None
 
 
+def onnx_labeller(graph: Path, *, weights: Path, plan: Plan) -> Callable[[np.ndarray], np.ndarray]:
+    """The Predictor running ``graph`` in ONNX Runtime with the run's plan, as a function raw image -> label map
+    (what :func:`unetkit.quantize.quantize_run` scores its fp32 and int8 graphs with).
+
+    Args:
+        graph: the ``.onnx`` file (read and held to the run's model like ``predict --onnx``).
+        weights: the run's checkpoint folder (the model whose channels and classes the graph must match).
+        plan: the run's plan (tiling, blending, TTA, shift, labelling).
+
+    Returns:
+        ``f(image (C, *spatial)) -> labels (*spatial)``.
+
+    Raises:
+        ValueError: the graph does not fit the run.
+    """
+    predictor = Predictor(load_model(weights).eval(), plan, backend="onnx", onnx_path=graph)
+    return lambda image: predictor(image).labels
+
+
 def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_path: str | Path | None):  # type: ignore[no-untyped-def]
     """``(precision, ONNX Runtime tile runner)`` for the graph ``onnx_path`` (read as a file that may come from
     someone else, and held to ``model``'s channels and classes), or for ``model`` exported to a temporary file."""
     import tempfile
 
-    from unetkit.infer.onnx_backend import (
-        OnnxTileRunner,
-        check_graph_contract,
-        export_pipeline,
-        load_onnx_graph,
-    )
+    from unetkit.infer.onnx_backend import OnnxTileRunner, check_graph_contract, load_onnx_graph
+    from unetkit.runtime.onnx_pipeline import export_pipeline
 
     if onnx_path is not None:
         graph = load_onnx_graph(onnx_path)
@@ -296,7 +312,7 @@ def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_pa
     precision = PrecisionChoice(requested="fp32", dtype=None, layout=None, reason="ONNX Runtime graph, exported now")
     with tempfile.TemporaryDirectory(prefix="unetkit_onnx_") as tmp:
         path = Path(tmp) / "model.onnx"
-        channels = int(plan.model.kwargs.get("in_channels", plan.data.in_channels))
+        channels = input_channels(plan)
         export_pipeline(model, path, in_channels=channels, tile_size=infer.tile_size)
         return precision, OnnxTileRunner(path)  # the session holds the graph in memory; the file may go
 
@@ -304,7 +320,7 @@ def _onnx_runner(model: torch.nn.Module, plan: Plan, infer: InferConfig, onnx_pa
 def _cached_graph(model: torch.nn.Module, plan: Plan, weights: Path) -> Path:
     """The run's fp32 graph cached beside its weights (exported and parity-checked now if missing or stale)."""
     from unetkit.infer.backend import cached_graph
-    from unetkit.infer.onnx_backend import export_run_graph
+    from unetkit.runtime.onnx_pipeline import export_run_graph
 
     return cached_graph(weights, export=lambda path: export_run_graph(model, plan, weights=weights, out=path))
 

@@ -7,7 +7,7 @@ Two streaming passes over the file, each holding one window at a time:
    blocks in float64 (means and squared deviations merged with Chan's parallel formula, which stays accurate
    for any number of pixels). Normalising every window with these *global* statistics gives the same
    network input as normalising the whole raster in memory; per-window statistics would not.
-2. **Prediction.** :func:`unetkit.infer.tiling.predict_raster_windows` reads each chunk plus its halo,
+2. **Prediction.** :func:`unetkit.runtime.tiling.predict_raster_windows` reads each chunk plus its halo,
    predicts the tiles of the global grid that touch it, blends them and hands back the chunk's probabilities,
    which are turned into labels (argmax, or ``p > threshold`` for one channel) and written into the label
    raster with :class:`unetkit.data.geotiff.GeoTiffWriter` (optionally also probabilities and uncertainty).
@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data._common import Window, full_suffix
+from unetkit.data.io import Window, full_suffix
+from unetkit.runtime.run import input_channels, output_classes
 
 DEFAULT_WINDOWED_PIXELS = 4096 * 4096
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -128,7 +129,7 @@ class RasterResult:
     Attributes:
         written: output paths (mask first).
         stats: the global normalisation used.
-        windows: :class:`unetkit.infer.tiling.WindowStats` of the prediction pass.
+        windows: :class:`unetkit.runtime.tiling.WindowStats` of the prediction pass.
     """
 
     written: list[Path]
@@ -172,13 +173,13 @@ def plan_raster(predictor: Any, path: str | Path, *, window: int = 2048, stats_b
         ValueError: as :func:`predict_raster`.
     """
     from unetkit.data.geotiff import raster_shape, read_geotiff
-    from unetkit.infer.tiling import TileSettings, pass_tiles, raster_chunk_count
+    from unetkit.runtime.tiling import TileSettings, pass_tiles, raster_chunk_count
 
     path = Path(path)
     if predictor.spatial_dims != 2:
         raise ValueError(f"{path}: windowed prediction needs a 2D model; this plan is {predictor.spatial_dims}D")
     channels, height, width = raster_shape(path)
-    expected = int(predictor.plan.model.kwargs.get("in_channels", channels))
+    expected = input_channels(predictor.plan, fallback=channels)
     if channels != expected:
         raise ValueError(f"{path}: the model takes {expected} channel(s); the raster has {channels}")
     data = predictor.plan.data
@@ -194,7 +195,7 @@ def plan_raster(predictor: Any, path: str | Path, *, window: int = 2048, stats_b
     chunk_tiles = max(1, (window - max(tile)) // step)
     return RasterPlan(path=path, size=(height, width), stats=stats,
                       geometry={"crs": source["crs"], "transform": source["transform"]},
-                      classes=int(predictor.plan.model.kwargs.get("classes", 2)), threshold=infer.threshold,
+                      classes=output_classes(predictor.plan), threshold=infer.threshold,
                       settings=settings,
                       chunk_tiles=chunk_tiles,
                       chunks=raster_chunk_count(size=(height, width), settings=settings, chunk_tiles=chunk_tiles))
@@ -214,7 +215,7 @@ def predict_raster(
 
     Args:
         predictor: a 2D :class:`unetkit.infer.predictor.Predictor` (its plan's normalisation, tiles as
-            :func:`unetkit.infer.tiling.pass_tiles` chooses them for the whole raster, overlap, blend, batch size,
+            :func:`unetkit.runtime.tiling.pass_tiles` chooses them for the whole raster, overlap, blend, batch size,
             TTA and threshold are used).
         path: the input raster.
         mask_path: label raster to write (uint8, or uint16 for more than 256 classes), with the input's CRS
@@ -231,7 +232,7 @@ def predict_raster(
         ValueError: a 3D predictor, a channel count the model does not take, uncertainty without TTA, or an
             unreadable raster.
     """
-    from unetkit.infer.tiling import predict_raster_windows
+    from unetkit.runtime.tiling import predict_raster_windows
 
     if uncertainty_path is not None and not predictor.with_uncertainty:
         raise ValueError("an uncertainty raster needs test-time augmentation (tta other than 'none')")
@@ -250,7 +251,7 @@ def predict_raster_chunks(predictor: Any, plan: RasterPlan, chunks: range) -> li
     Handing every chunk's outputs, in chunk order, to the ``write`` of :func:`raster_writers` writes the
     rasters :func:`predict_raster` writes; ranges of chunks can be predicted by different processes.
     """
-    from unetkit.infer.tiling import predict_raster_windows
+    from unetkit.runtime.tiling import predict_raster_windows
 
     cores: list[tuple[Window, np.ndarray]] = []
     predict_raster_windows(predictor.tile_fn(), _reader(plan), lambda rows, cols, out: cores.append(
@@ -328,7 +329,7 @@ def _write_outputs(
     writers: dict[str, Any], out: np.ndarray, box: Window, *, classes: int, threshold: float, tta: bool
 ) -> None:
     """Labels (and probabilities / uncertainty) of one core window ``out`` ``(K[+1], h, w)``."""
-    from unetkit.infer.postprocess import probabilities_to_labels
+    from unetkit.runtime.postprocess import probabilities_to_labels
 
     probs = out[:-1] if tta else out
     if probs.shape[0] != classes:

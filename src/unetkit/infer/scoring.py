@@ -12,6 +12,7 @@ import numpy as np
 
 from unetkit._io import atomic_path, write_json_atomic
 from unetkit.config import Plan
+from unetkit.runtime.run import label_classes
 
 METRICS = ("dice", "iou", "precision", "recall")
 SURFACE_METRICS = ("hd95", "nsd")
@@ -35,7 +36,7 @@ def score_labels(
     """
     from unetkit.metrics import image_metrics
 
-    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
+    classes = label_classes(plan)
     values = image_metrics(
         pred, target, metrics=tuple(names), num_classes=classes, ignore_index=plan.data.ignore_index,
         spacing=spacing, nsd_tolerance=nsd_tolerance,
@@ -76,7 +77,7 @@ def write_scores(out: Path, rows: list[dict[str, Any]], summary: dict[str, float
 def write_worst(folder: Path, cases: list[tuple[float, Any, np.ndarray]], n: int) -> None:
     """Overlays of prediction and truth for the ``n`` cases with the lowest score (2D images only)."""
     from unetkit.data.io import write_image
-    from unetkit.infer.overlay import make_overlay
+    from unetkit.runtime.overlay import make_overlay
 
     folder.mkdir(exist_ok=True)
     for _, sample, labels in sorted(cases, key=lambda c: c[0])[:n]:

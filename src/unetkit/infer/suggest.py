@@ -42,6 +42,7 @@ from unetkit.config import Plan
 from unetkit.data.normalize import normalize_for
 from unetkit.infer.predictor import Predictor
 from unetkit.precision import autocast
+from unetkit.runtime.run import input_channels
 
 THUMB = 160  # contact-sheet thumbnail size (pixels, longest side)
 
@@ -220,7 +221,7 @@ def score_image(
 ) -> tuple[ImageScore, np.ndarray, np.ndarray]:
     """Score a raw ``(C, *spatial)`` image; returns the score (path unset), the uncertainty map ``(*spatial)`` and
     the predicted labels ``(*spatial)``."""
-    from unetkit.infer.postprocess import probabilities_to_labels
+    from unetkit.runtime.postprocess import probabilities_to_labels
 
     probs, variance = predictor.probabilities(image)
     labels = probabilities_to_labels(probs, threshold=predictor.infer.threshold)
@@ -240,7 +241,7 @@ def score_image(
 def encoder_features(predictor: Predictor, image: np.ndarray) -> np.ndarray:
     """The deepest encoder stage of ``predictor``'s model, averaged over space and over the image's tiles
     (non-overlapping, ``infer.tile_size``, the image zero-padded at its end), L2-normalised: ``(F,)``."""
-    from unetkit.infer.tiling import tile_grid
+    from unetkit.runtime.tiling import tile_grid
 
     encoder = getattr(predictor.model, "encoder", None)
     if encoder is None:
@@ -300,17 +301,14 @@ class LabelledFiles:
 
 def labelled_files(plan: Plan) -> LabelledFiles:
     """The run's training and validation images, found again from ``plan.data`` and split exactly as training
-    split them (:func:`unetkit.data.splits.training_split` with the plan's seed, fraction, folds and labelled
+    split them (:func:`unetkit.runtime.run.run_split`: the plan's seed, fraction, folds and labelled
     subset). A plan whose dataset is gone (or unset) gives empty sets and a note saying so."""
     from unetkit.data.discovery import discover
-    from unetkit.data.splits import LabelledSubset, training_split
+    from unetkit.runtime.run import run_split
 
-    cfg = plan.train
     try:
         samples = discover(plan.data).samples
-        keys, groups = [s.key for s in samples], [s.group for s in samples]
-        train, val = training_split(keys, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds,
-                                    fold=cfg.fold, labelled=LabelledSubset.of(cfg))
+        train, val = run_split(plan, [s.key for s in samples], [s.group for s in samples])
     except (OSError, ValueError) as err:
         return LabelledFiles(note=f"the run's training images are unknown ({err}); no image was skipped")
     by_key = {s.key: s for s in samples}
@@ -373,7 +371,7 @@ def _score_file(predictor: Predictor, path: Path, options: SuggestOptions) -> Im
     from unetkit.infer.suggest_report import thumbnails
 
     image = read_image(path).array
-    channels = int(predictor.plan.model.kwargs.get("in_channels", predictor.plan.data.in_channels))
+    channels = input_channels(predictor.plan)
     if image.ndim != predictor.spatial_dims + 1:
         raise ValueError(f"{path}: expected a {predictor.spatial_dims}D image, got shape {image.shape[1:]}")
     if image.shape[0] != channels:

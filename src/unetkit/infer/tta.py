@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-TTA_LEVELS = ("none", "flips", "d4", "d4+scales")
+from unetkit.choices import TTA_LEVELS
+
 MERGES = ("mean", "max", "gmean")
 UNCERTAINTIES = ("variance", "entropy")
 DEFAULT_SCALES = (0.75, 1.0, 1.25)

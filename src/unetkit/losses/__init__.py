@@ -34,6 +34,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from unetkit.choices import LOSS_NAMES
 from unetkit.losses._targets import DEFAULT_SMOOTH, TASKS, Weights
 from unetkit.losses.deep_supervision import DeepSupervisionLoss, deep_supervision_weights, resize_target
 from unetkit.losses.functional import (
@@ -103,7 +104,6 @@ _LOSSES: dict[str, type[nn.Module]] = {
     "skeleton_recall": SkeletonRecallLoss,
     "dice_ce_skeleton": DiceCESkeleton,
 }
-LOSS_NAMES = tuple(_LOSSES)
 _OVERLAP_OPTIONS = ("batch_dice", "include_background", "smooth")
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from unetkit.runtime.run import encoder_name, input_channels, output_classes
 from unetkit.serve.batching import MicroBatcher
 
 FORMATS = ("mask", "overlay", "json")
@@ -137,7 +138,7 @@ class SegmentationService:
     def warm_up(self) -> None:
         """Predict one synthetic tile-sized image through the whole path (normalisation, TTA, worker)."""
         tile = [int(t) for t in self.predictor.infer.tile_size]
-        channels = int(self.predictor.plan.model.kwargs.get("in_channels", self.predictor.plan.data.in_channels))
+        channels = input_channels(self.predictor.plan)
         ramp = np.linspace(0.0, 1.0, num=int(np.prod(tile)), dtype=np.float32).reshape(tile)
         try:
             with self.batcher.caller():
@@ -169,11 +170,11 @@ class SegmentationService:
     def info(self) -> dict[str, Any]:
         """What the page and clients need to know about the model and the service's limits."""
         plan = self.predictor.plan
-        classes = int(plan.model.kwargs.get("classes", 2))
+        classes = output_classes(plan)
         return {
             "run": self.run_dir.name,
             "model": plan.model.name,
-            "encoder": plan.model.kwargs.get("encoder", "plain"),
+            "encoder": encoder_name(plan),
             "task": plan.data.task,
             "in_channels": plan.data.in_channels,
             "spatial_dims": plan.data.spatial_dims,
@@ -251,13 +252,18 @@ class SegmentationService:
             )
 
     def _predict_file(self, source: Path, out: Path, *, overlay: bool, uncertainty: bool) -> dict[str, Path]:
-        from unetkit.infer.files import output_paths, predict_file
+        from unetkit.infer.paths import PathRequest, predict_paths
 
-        targets = output_paths(source, out, prob=False, uncertainty=uncertainty, overlay=overlay)
+        # One input, read whole (the pixel limit above keeps it small), in this thread.
+        request = PathRequest(inputs=(str(source),), out=out, uncertainty=uncertainty, overlay=overlay,
+                              window_threshold=None, sequential=True)
         timeout = self.limits.timeout_s
         try:
             with self.batcher.caller():
-                predict_file(self._routed(deadline=time.monotonic() + timeout), source, targets)
+                run = predict_paths(self._routed(deadline=time.monotonic() + timeout), request)
+                (outcome,) = list(run.outcomes)
+                if outcome.error is not None:
+                    raise outcome.error
         except TimeoutError as err:  # before OSError, of which it is a kind
             raise ServiceError(504, f"the prediction did not finish within {timeout:g} s (the server is busy); "
                                     "retry later") from err  # fmt: skip
@@ -267,6 +273,8 @@ class SegmentationService:
             raise ServiceError(503, "the service is shutting down", headers={"Retry-After": "5"}) from err
         except (ValueError, OSError) as err:
             raise ServiceError(400, _without_path(err, source)) from err
+        targets = run.planned[0].targets
+        assert targets is not None  # a refused input is an outcome with an error, raised above
         return targets
 
     def _json(self, source: Path, targets: dict[str, Path], seconds: float) -> bytes:
@@ -311,7 +319,7 @@ def class_table(data: Any, classes: int) -> list[dict[str, Any]]:
     ``background``, the other class of a two-class model ``foreground``, any other unnamed class ``class k``.
     """
     from unetkit.data.masks import resolve_classes
-    from unetkit.infer.overlay import class_colour
+    from unetkit.runtime.overlay import class_colour
 
     names = resolve_classes(data)
     background = bool(getattr(data, "background", True))
@@ -331,7 +339,7 @@ def class_table(data: Any, classes: int) -> list[dict[str, Any]]:
 
 def display_image(array: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` uint8 of a ``(C, H, W)`` image as the overlay shows it (first three channels, or the first)."""
-    from unetkit.infer.overlay import to_uint8_rgb
+    from unetkit.runtime.overlay import to_uint8_rgb
 
     return to_uint8_rgb(np.moveaxis(array[:3], 0, -1) if array.shape[0] >= 3 else array[0])
 

@@ -1,4 +1,4 @@
-"""End-of-training alignment: estimate ``infer.shift`` on the validation images (see ``unetkit.infer.alignment``)."""
+"""End-of-training alignment: estimate ``infer.shift`` on the validation images (see ``unetkit.runtime.alignment``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from unetkit.config import Plan
-from unetkit.train.batches import Example
+from unetkit.runtime.examples import Example
+from unetkit.runtime.run import label_classes
 
 # Validation probabilities kept in memory for the search, in values (K * pixels): 256 MB of float32.
 MAX_VALUES = 64 * 2**20
@@ -36,12 +37,12 @@ def align_predictions(
     """
     if not plan.train.align or not val_set or not (run_dir / "best").is_dir():
         return None
-    from unetkit.infer.alignment import estimate_shift
-    from unetkit.infer.postprocess import probabilities_to_labels
+    from unetkit.runtime.alignment import estimate_shift
+    from unetkit.runtime.postprocess import probabilities_to_labels
     from unetkit.train.evaluation import foreground_dice, load_for_evaluation, predict_probabilities
 
     model = load_for_evaluation(run_dir / "best", device=device, layout=layout)
-    classes = max(int(plan.model.kwargs.get("classes", 2)), 2)
+    classes = label_classes(plan)
     samples: list[tuple[np.ndarray, np.ndarray]] = []
     held = 0
     for example in val_set:

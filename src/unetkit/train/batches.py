@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from unetkit.runtime.examples import Example
 from unetkit.train.sampling import sample_patch
 
 Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass
-class Example:
-    """One labelled image held in memory: normalised ``image (C, *spatial)`` float32 and ``mask`` int64."""
-
-    key: str
-    image: np.ndarray
-    mask: np.ndarray
-
-
-def labelled_example(key: str, image: np.ndarray, mask: np.ndarray | None) -> Example:
-    """An :class:`Example`; ``mask`` None (an unlabelled sample) is an error naming the sample."""
-    if mask is None:
-        raise ValueError(f"{key}: no mask; training and validation need a mask for every image")
-    return Example(key=key, image=image, mask=mask)
 
 
 class PatchBatcher:

@@ -22,7 +22,7 @@ def predict_probabilities(
     memory_format: torch.memory_format | None = None,
 ) -> np.ndarray:
     """Class probabilities ``(K, *spatial)`` for a normalised ``image (C, *spatial)`` by Gaussian-blended tiles."""
-    from unetkit.infer.tiling import TileSettings, sliding_window_predict
+    from unetkit.runtime.tiling import TileSettings, sliding_window_predict
 
     device = next(model.parameters()).device
 
@@ -67,7 +67,7 @@ def predict_labels(
     memory_format: torch.memory_format | None = None,
 ) -> np.ndarray:
     """Class indices ``(*spatial)`` for a normalised ``image (C, *spatial)`` (validation and its overlays)."""
-    from unetkit.infer.postprocess import probabilities_to_labels
+    from unetkit.runtime.postprocess import probabilities_to_labels
 
     probs = predict_probabilities(
         model, image, tile_size=tile_size, amp_dtype=amp_dtype, memory_format=memory_format

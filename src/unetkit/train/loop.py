@@ -25,16 +25,17 @@ import torch
 
 from unetkit.config import Plan, TrainConfig
 from unetkit.data.dataset import LoadedSample
-from unetkit.data.splits import LabelledSubset
 from unetkit.models.base import save_pretrained
 from unetkit.models.ema import ema_decay_at, update_ema
 from unetkit.models.factory import create_model
 from unetkit.precision import PrecisionChoice, autocast, backward_and_step, choose_precision, grad_scaler_for
 from unetkit.ranks import DistContext
 from unetkit.run_layout import PLAN_KEY
+from unetkit.runtime.examples import Example, split_examples
+from unetkit.runtime.run import output_classes
 from unetkit.train import distributed
 from unetkit.train.align import align_predictions
-from unetkit.train.batches import Example, PatchBatcher
+from unetkit.train.batches import PatchBatcher
 from unetkit.train.budget import default_val_every, first_estimate
 from unetkit.train.checkpoint import load_training_state, save_training_state
 from unetkit.train.evaluation import foreground_dice, predict_labels
@@ -50,7 +51,7 @@ from unetkit.train.semisup import (
     unsupervised_loss,
     unsupervised_weight,
 )
-from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir, split_examples
+from unetkit.train.setup import build_optimizer, load_examples, prepare_run_dir
 from unetkit.train.state import LoopState
 
 CALIBRATION_STEPS = 8
@@ -117,10 +118,8 @@ def train(
 
     # 1. Data: checked, loaded, split by group, normalised; a patch batcher with augmentation.
     examples, groups = load_examples(plan.data, loaded=loaded)
-    train_set, val_set = split_examples(
-        examples, groups, val_fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold,
-        labelled=LabelledSubset.of(cfg),  # train --labels / --labels-file: a subset of the training side
-    )
+    # The run's split; train --labels / --labels-file keep a subset of the training side.
+    train_set, val_set = split_examples(examples, groups, plan=plan)
     unlabelled = load_unlabelled_images(plan)  # train --unlabelled: images without masks (None without it)
     # 2. Model, optimiser, loss, precision (and the EMA, which is the mean teacher of the unlabelled images).
     parts = _build_parts(plan, dev, ctx)
@@ -401,7 +400,7 @@ class _Reporters:
 
 
 def _validate(model: torch.nn.Module, val_set: list[Example], plan: Plan, *, amp_dtype, layout) -> float:  # type: ignore[no-untyped-def]
-    classes = int(plan.model.kwargs.get("classes", 2))
+    classes = output_classes(plan)
     scores = []
     for example in val_set:
         pred = predict_labels(

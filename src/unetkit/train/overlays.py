@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from unetkit.config import Plan
-from unetkit.train.batches import Example
+from unetkit.runtime.examples import Example
 
 MAX_OVERLAYS = 4
 
@@ -32,7 +32,7 @@ def write_validation_overlays(
     limit: int = MAX_OVERLAYS,
 ) -> list[Path]:
     """Write ``run_dir/overlays/<key>.png`` for the first ``limit`` validation images, each the image with
-    the ``run_dir/best`` model's labels drawn over it (:func:`unetkit.infer.overlay.make_overlay`).
+    the ``run_dir/best`` model's labels drawn over it (:func:`unetkit.runtime.overlay.make_overlay`).
 
     Skipped (returns ``[]``) for 3D plans, without a validation set, or without a best checkpoint.
 
@@ -42,7 +42,7 @@ def write_validation_overlays(
     if plan.data.spatial_dims != 2 or not val_set or not (run_dir / "best").is_dir():
         return []
     from unetkit.data.io import write_image
-    from unetkit.infer.overlay import make_overlay
+    from unetkit.runtime.overlay import make_overlay
     from unetkit.train.evaluation import load_for_evaluation, predict_labels
 
     model = load_for_evaluation(run_dir / "best", device=device, layout=layout)

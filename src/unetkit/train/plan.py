@@ -38,17 +38,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from unetkit.config import InferConfig, ModelConfig, Plan, TrainConfig
+from unetkit.data.fingerprint import DataFingerprint
 from unetkit.data.options import DataConfig
 
 if TYPE_CHECKING:
     from unetkit.data.dataset import LoadedSample
 
 DEFAULT_CPU_BUDGET_S = 8 * 60.0
+# What the rules assume where the fingerprint records nothing: a foreground share (no labelled image: the usual
+# foreground-centred sampling, not the rare-foreground one) and a median image side (2D or 3D).
+ASSUMED_FOREGROUND_FRACTION = 0.1
+ASSUMED_SIZE = 256
 PRETRAINED_ENCODER = "tf_efficientnet_lite0"
 
 
@@ -103,7 +109,7 @@ def optimiser_settings(*, pretrained: bool) -> OptimiserSettings:
 
 def make_plan(
     data: DataConfig,
-    fingerprint: dict[str, Any],
+    fingerprint: DataFingerprint,
     *,
     device: str = "cpu",
     time_budget_s: float | None = None,
@@ -113,7 +119,8 @@ def make_plan(
 
     Args:
         data: how to read the dataset (the planner fills in channels, dimensions, normalisation, spacing).
-        fingerprint: the dataset's sizes, spacings, intensities and class frequencies.
+        fingerprint: the dataset's sizes, spacings, intensities and class frequencies (fields it does not record
+            are read from ``data``, or assumed: ``ASSUMED_SIZE``, ``ASSUMED_FOREGROUND_FRACTION``).
         device: the device the plan is sized for (patch, batch and workers differ on a GPU).
         time_budget_s: training time in seconds, recorded as ``train.time_budget_s`` (None: a step count).
         pretrained: use the ImageNet-pretrained encoder where the rules allow (None: when its weights
@@ -123,15 +130,16 @@ def make_plan(
         The plan; every choice's reason is in ``model.reason`` and ``data.spacing_reason``.
     """
     facts = _facts(fingerprint, data)
-    dims, channels = facts["spatial_dims"], facts["channels"]
+    dims, channels = facts.spatial_dims[0], facts.channels[0]
     num_classes = _num_classes(data, fingerprint)
     gpu = device.startswith("cuda")
     target, spacing_reason = target_spacing(fingerprint) if dims == 3 else (None, "")
-    size = facts["size_median"]
-    if target is not None and fingerprint.get("spacing"):
-        size = [n * s / t for n, s, t in zip(size, fingerprint["spacing"], target, strict=True)]
+    size: list[float] = list(facts.sizes.median)
+    if target is not None and fingerprint.spacing:
+        size = [n * s / t for n, s, t in zip(size, fingerprint.spacing, target, strict=True)]
     patch = _patch_size(size, dims=dims, gpu=gpu)
-    fg = float(fingerprint.get("foreground_fraction", 0.1))
+    fg = fingerprint.foreground_fraction
+    fg = ASSUMED_FOREGROUND_FRACTION if fg is None else float(fg)
 
     preset = _preset(facts)
     data = DataConfig(**{**data.__dict__, "spatial_dims": dims, "in_channels": channels,
@@ -162,28 +170,22 @@ def make_plan(
     return Plan(data=data, model=model, train=train, infer=infer)
 
 
-def _facts(fingerprint: dict[str, Any], data: DataConfig) -> dict[str, Any]:
-    """The few facts the rules use, from ``unetkit.data.fingerprint.fingerprint``'s richer summary."""
-    dims = _as_list(fingerprint.get("spatial_dims", data.spatial_dims))
-    channels = _as_list(fingerprint.get("channels", data.in_channels))
+def _facts(fingerprint: DataFingerprint, data: DataConfig) -> DataFingerprint:
+    """The fingerprint as the rules read it: one dimensionality and one channel count (the data options' where
+    it records none), a median size (``ASSUMED_SIZE`` a side where it records none), and an ROI also when
+    the data options name an ROI folder."""
+    dims = fingerprint.spatial_dims or [data.spatial_dims]
+    channels = fingerprint.channels or [data.in_channels]
     if len(dims) != 1 or len(channels) != 1:
         raise ValueError(
             f"images differ in dimensionality {dims} or channel count {channels}; make them uniform"
         )
-    return {
-        "spatial_dims": int(dims[0]),
-        "channels": int(channels[0]),
-        "size_median": fingerprint.get("sizes", {}).get("median") or [256] * int(dims[0]),
-        "has_roi": bool(fingerprint.get("has_roi")) or bool(data.roi_dir),
-        "georeferenced": bool(fingerprint.get("georeferenced")),
-    }
+    median = fingerprint.sizes.median or [ASSUMED_SIZE] * int(dims[0])
+    return replace(fingerprint, spatial_dims=[int(dims[0])], channels=[int(channels[0])],
+                   sizes=replace(fingerprint.sizes, median=median), has_roi=fingerprint.has_roi or bool(data.roi_dir))
 
 
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _num_classes(data: DataConfig, fingerprint: dict[str, Any]) -> int:
+def _num_classes(data: DataConfig, fingerprint: DataFingerprint) -> int:
     if data.classes:
         return len(data.classes)
     if data.colour_table:
@@ -192,26 +194,26 @@ def _num_classes(data: DataConfig, fingerprint: dict[str, Any]) -> int:
         )
     if data.task == "binary":
         return 2
-    return max(len(fingerprint.get("classes", [])), 2)
+    return max(len(fingerprint.classes), 2)
 
 
-def target_spacing(fingerprint: dict[str, Any]) -> tuple[list[float] | None, str]:
+def target_spacing(fingerprint: DataFingerprint) -> tuple[list[float] | None, str]:
     """The voxel size to resample volumes to, and why (see the module docstring); None without spacings."""
     from unetkit.data.resample import ANISOTROPY_RATIO, coarse_axis
 
-    median = fingerprint.get("spacing")
+    median = fingerprint.spacing
     if not median:
         return None, "no resampling: the files carry no voxel spacing"
     target = [round(float(s), 6) for s in median]
     axis = coarse_axis(median)
-    p10 = fingerprint.get("spacing_p10")
+    p10 = fingerprint.spacing_p10
     if axis is not None and p10:
         target[axis] = round(float(p10[axis]), 6)
         reason = (f"anisotropic (median spacing {_mm(median)}, ratio > {ANISOTROPY_RATIO:g}): axis {axis} at the "
                   f"10th percentile of its spacings, the others at the median")
     else:
         reason = f"the median spacing of the dataset ({_mm(median)})"
-    lo, hi = fingerprint.get("spacing_min"), fingerprint.get("spacing_max")
+    lo, hi = fingerprint.spacing_min, fingerprint.spacing_max
     if lo and hi and np.allclose(lo, target, rtol=1e-3, atol=0) and np.allclose(hi, target, rtol=1e-3, atol=0):
         reason += "; every volume is already at it, so nothing is resampled"
     return target, reason
@@ -237,17 +239,17 @@ def _patch_size(size_median: list[float], *, dims: int, gpu: bool) -> list[int]:
     return out
 
 
-def _normalization(preset: str, fingerprint: dict[str, Any], channels: int) -> dict[str, Any]:
+def _normalization(preset: str, fingerprint: DataFingerprint, channels: int) -> dict[str, Any]:
     """``dataset`` normalisation with the fingerprint's per-channel statistics for aerial scenes, else ``zscore``."""
-    stats = fingerprint.get("intensity") or {}
-    mean, std = list(stats.get("mean") or []), list(stats.get("std") or [])
+    stats = fingerprint.intensity
+    mean, std = (stats.mean, stats.std) if stats is not None else ([], [])
     if preset != "aerial" or len(mean) != channels or len(std) != channels:
         return {"normalization": "zscore", "intensity_mean": [], "intensity_std": []}
     return {"normalization": "dataset", "intensity_mean": [round(float(m), 4) for m in mean],
             "intensity_std": [round(float(s), 4) for s in std]}
 
 
-def _preset(fingerprint: dict[str, Any]) -> str:
+def _preset(fingerprint: DataFingerprint) -> str:
     try:
         from unetkit.data.transforms import choose_preset
     except ImportError:
@@ -282,6 +284,5 @@ def plan_from_data(
         loaded = load_samples(samples, data)
     elif not loaded:
         raise ValueError(f"{data.root}: no image/mask pairs found")
-    stats = fingerprint(loaded, data)
-    stats["has_roi"] = any(s.meta.get("roi_file") is not None for s in loaded)
+    stats = replace(fingerprint(loaded, data), has_roi=any(s.meta.get("roi_file") is not None for s in loaded))
     return make_plan(data, stats, device=device, time_budget_s=time_budget_s, pretrained=pretrained)

@@ -206,12 +206,10 @@ def run_image_files(plan: Plan) -> list[Path]:
     one) and its validation part, split exactly as training splits them. Images of the dataset outside them
     (not in the labelled subset) may be given as unlabelled."""
     from unetkit.data.discovery import discover
-    from unetkit.data.splits import LabelledSubset, training_split
+    from unetkit.runtime.run import run_split
 
-    cfg = plan.train
     samples = discover(plan.data).samples
-    train, val = training_split([s.key for s in samples], [s.group for s in samples], val_fraction=cfg.val_fraction,
-                                seed=cfg.seed, folds=cfg.folds, fold=cfg.fold, labelled=LabelledSubset.of(cfg))
+    train, val = run_split(plan, [s.key for s in samples], [s.group for s in samples])
     used = set(train) | set(val)
     return [p for s in samples if s.key in used for p in s.image_paths]
 

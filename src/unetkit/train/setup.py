@@ -10,8 +10,7 @@ import torch
 
 from unetkit.data.normalize import normalize_for
 from unetkit.data.options import DataConfig
-from unetkit.data.splits import LabelledSubset, training_split
-from unetkit.train.batches import Example, labelled_example
+from unetkit.runtime.examples import Example, labelled_example
 
 if TYPE_CHECKING:
     from unetkit.data.dataset import LoadedSample
@@ -84,35 +83,6 @@ def checked_samples(data: DataConfig) -> list[LoadedSample]:
             f"dataset check failed; fix these before training:\n{report.to_text(errors_only=True)}"
         )
     return report.samples
-
-
-def split_examples(
-    examples: list[Example],
-    groups: list[str],
-    *,
-    val_fraction: float,
-    seed: int,
-    folds: int = 0,
-    fold: int = 0,
-    labelled: LabelledSubset | None = None,
-) -> tuple[list[Example], list[Example]]:
-    """Hold back a validation part by group (related images never straddle the split).
-
-    With ``folds`` (k >= 2) the validation part is fold ``fold`` of a group-aware k-fold split
-    (:func:`unetkit.data.splits.kfold`, same ``seed``) and ``val_fraction`` is unused; ``folds=0`` holds
-    back about ``val_fraction`` of the images. ``labelled`` then keeps only a subset of the training side
-    (``train --labels``; the validation part is the same with or without it). See
-    :func:`unetkit.data.splits.training_split`.
-
-    Raises:
-        ValueError: ``folds`` is 1 or negative, ``fold`` outside ``0..folds-1``, fewer groups than folds, or
-            a labelled subset that does not fit the training side.
-    """
-    keys = [e.key for e in examples]
-    train_keys, val_keys = training_split(keys, groups, val_fraction=val_fraction, seed=seed, folds=folds,
-                                          fold=fold, labelled=labelled or LabelledSubset())
-    by_key = {e.key: e for e in examples}
-    return [by_key[k] for k in train_keys], [by_key[k] for k in val_keys]
 
 
 def build_optimizer(

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unetkit.infer.tiling import (
+from unetkit.runtime.tiling import (
     TileSettings,
     axis_starts,
     constant_weights,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.measure import label as sk_label
 
-from unetkit.infer.postprocess import (
+from unetkit.runtime.postprocess import (
     fill_holes,
     keep_largest_component,
     label_instances,

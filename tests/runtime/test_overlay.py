@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from unetkit.infer.overlay import DEFAULT_PALETTE, class_colour, make_overlay, outline_pixels, to_uint8_rgb
+from unetkit.runtime.overlay import DEFAULT_PALETTE, class_colour, make_overlay, outline_pixels, to_uint8_rgb
 
 
 def _square_mask() -> np.ndarray:
