@@ -245,7 +245,7 @@ def _check_reachable(address: str, *, timeout_s: float) -> None:
 def _start_actors(ray: Any, spec: PredictorSpec, options: RayOptions, actors: list[Any]) -> ActorInfo:
     """Start the actors into ``actors``: the first alone (it may export the cached ONNX graph the others then
     find), the rest together; returns the first one's :class:`ActorInfo`."""
-    from unetkit import __version__
+    from unetkit._version import __version__
 
     remote = ray.remote(PredictActor).options(
         num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor, max_restarts=-1,
