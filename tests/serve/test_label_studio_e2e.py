@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import shutil
 import sys
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _label_studio import Studio, running_label_studio  # noqa: E402
+from _label_studio import PASSWORD, USER, Studio, running_label_studio  # noqa: E402
 from _serve_helpers import make_run  # noqa: E402
 
+from _browser import CHROMIUM, sync_playwright_or_skip  # noqa: E402
 from unetkit.config import Plan  # noqa: E402
 from unetkit.data.annotations.brush_rle import mask_to_rle, rle_to_mask  # noqa: E402
 from unetkit.serve.label_studio.app import create_app  # noqa: E402
@@ -231,14 +235,22 @@ def test_training_event_makes_a_new_model_version(studio: Studio, project: dict[
     assert backend.model_version in versions
 
 
-def test_a_config_with_other_labels_is_refused(studio: Studio, backend: LabelStudioBackend) -> None:
+def test_a_config_with_other_labels_is_refused(studio: Studio, backend: LabelStudioBackend,
+                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     config = BRUSH_CONFIG.replace("membrane", "nucleus")
     made = studio.api("POST", "/api/projects", json={"title": "Nuclei", "label_config": config})
-    with studio.client() as client:
+    served = backend.model_version
+    with caplog.at_level(logging.WARNING, logger="unetkit.label_studio"), studio.client() as client:
         response = client.post("/api/ml", json={"url": url_of(backend), "project": made["id"], "title": "unetkit"})
-    assert response.status_code == 400
-    assert "label(s) nucleus are not classes of the run" in response.text
-    assert "the run's class(es) membrane have no label" in response.text
+    # Label Studio refuses the connection (it shows the HTTP status of /setup); unetkit's log says why.
+    assert response.status_code == 400 and "400 Client Error" in response.text, response.text
+    why = ("the labelling config does not match the run: label(s) nucleus are not classes of the run; the run's "
+           "class(es) membrane have no label")  # fmt: skip
+    assert any(why in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    with httpx.Client(base_url=url_of(backend)) as client:  # the same answer, as /setup gives it
+        direct = client.post("/setup", json={"project": f"{made['id']}.0", "schema": config})
+    assert direct.status_code == 400 and why in direct.json()["error"]
+    assert backend.model_version == served
 
 
 def test_a_task_whose_image_cannot_be_fetched(studio: Studio, project: dict[str, Any], backend: LabelStudioBackend,
@@ -251,8 +263,61 @@ def test_a_task_whose_image_cannot_be_fetched(studio: Studio, project: dict[str,
         studio.api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={project['id']}",
                    json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip
     messages = [r.getMessage() for r in caplog.records]
-    assert any("no prediction" in m and "missing.png" in m and "404" in m for m in messages), messages
+    assert any("no prediction" in m and "missing.png" in m and "Label Studio answered" in m for m in messages), messages
     assert any("no prediction" in m and "is not served by Label Studio" in m for m in messages), messages
     newest = sorted(tasks(studio, project["id"]), key=lambda t: t["id"])[-2:]
     assert all(not t["predictions"] for t in newest)
     assert backend.model_version == served
+
+
+def test_the_labelling_page_shows_the_pre_annotation(studio: Studio, project: dict[str, Any], tmp_path: Path) -> None:
+    """Chromium logs in, opens a task without annotation; unetkit's brush (red, #FF0000) lies over the grey slice."""
+    sync_playwright = sync_playwright_or_skip()
+    task = next(t for t in sorted(tasks(studio, project["id"]), key=lambda t: t["id"])
+                if t["predictions"] and not t["annotations"])  # fmt: skip
+    shot = tmp_path / "label_studio_page.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            viewport={"width": 1400, "height": 1000}, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.goto(f"{studio.url}/user/login/")
+            page.fill("input[name=email]", USER)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit], input[type=submit]")
+            page.wait_for_url("**/projects/**", timeout=120_000)
+            page.goto(f"{studio.url}/projects/{project['id']}/data?task={task['id']}")
+            page.wait_for_selector("canvas", timeout=180_000)
+            page.wait_for_function(_RED_PIXELS_JS, timeout=180_000)
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    picture = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    r, g, b = picture[..., 0], picture[..., 1], picture[..., 2]
+    red = (r > g + 60) & (r > b + 60)
+    grey = (abs(r - g) < 8) & (abs(g - b) < 8) & (r > 20) & (r < 235)
+    assert red.mean() > 0.01, f"only {red.mean():.4f} of the page is brush red"
+    assert grey.mean() > 0.05, f"only {grey.mean():.4f} of the page is the grey slice"
+    rows, cols = np.nonzero(red)
+    # The red brush and the slice share the labelling canvas: most red pixels sit inside the grey slice's box.
+    grey_rows, grey_cols = np.nonzero(grey)
+    inside = ((rows >= grey_rows.min()) & (rows <= grey_rows.max()) & (cols >= grey_cols.min()) & (cols <= grey_cols.max()))
+    assert inside.mean() > 0.9
+    if os.environ.get("UNETKIT_TEST_ARTIFACTS"):
+        folder = Path(os.environ["UNETKIT_TEST_ARTIFACTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, folder / shot.name)
+
+
+# True once some canvas of the page holds strongly red pixels (the brush layer has been drawn).
+_RED_PIXELS_JS = """() => [...document.querySelectorAll('canvas')].some(c => {
+  try {
+    const ctx = c.getContext('2d'); if (!ctx || !c.width || !c.height) return false;
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    for (let i = 0; i < d.length; i += 16) { if (d[i] > 150 && d[i + 1] < 90 && d[i + 2] < 90 && d[i + 3] > 0) return true; }
+  } catch (e) { return false; }
+  return false;
+})"""

@@ -7,7 +7,8 @@ Routes
     ``POST /predict``: ``{"tasks": [...], "label_config": ...}`` -> ``{"results": [{"result", "score",
     "model_version"}, ...]}``.
     ``POST /webhook``: annotation created / updated / deleted, and ``START_TRAINING``.
-    ``GET /versions``: the served version and the last fine-tune's decision.
+    ``GET /versions``: every kept version's ``model_version`` (what Label Studio lists), the served one and the
+    last fine-tune's decision.
 
 With an API key every route but ``/health`` needs it: ``X-API-Key: KEY``, ``Authorization: Bearer KEY``, or
 HTTP Basic authentication with the key as the password (what Label Studio's ML backend settings send when
@@ -27,6 +28,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from unetkit.serve.label_studio import versions
 from unetkit.serve.label_studio.backend import LabelStudioBackend
 from unetkit.serve.service import ServiceError
 
@@ -55,8 +57,10 @@ def create_app(backend: LabelStudioBackend, *, api_key: str | None = None) -> Fa
     @app.get("/versions")
     async def current(request: Request) -> dict[str, Any]:
         _authorise(request, api_key)
-        return {"model_version": backend.model_version, "version": backend.version.name,
-                "training": backend.trainer.running, "last_training": backend.last_training}  # fmt: skip
+        kept = await anyio.to_thread.run_sync(versions.all_versions, backend.run)
+        return {"versions": [v.model_version for v in kept], "model_version": backend.model_version,
+                "version": backend.version.name, "training": backend.trainer.running,
+                "last_training": backend.last_training}  # fmt: skip
 
     for route, method in (("/setup", backend.setup), ("/predict", backend.predict), ("/webhook", backend.webhook)):
         app.add_api_route(route, _handler(method, api_key), methods=["POST"])

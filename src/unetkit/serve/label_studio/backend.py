@@ -88,7 +88,8 @@ class LabelStudioBackend:
         from unetkit.serve.service import class_table
 
         plan = self.predictor.plan
-        return [c["name"] for c in class_table(plan.data, max(int(plan.model.kwargs.get("classes", 2)), 2))]
+        typed = plan.model.typed()  # None: a registered model without a typed config (then two classes)
+        return [c["name"] for c in class_table(plan.data, max(typed.classes if typed is not None else 2, 2))]
 
     def health(self) -> dict[str, Any]:
         """``/health``: up, the model version and whether a fine-tune runs."""
@@ -157,7 +158,8 @@ class LabelStudioBackend:
         from unetkit.infer.suggest import SuggestOptions, score_image
 
         image = self._task_image(task, config)
-        channels = int(predictor.plan.model.kwargs.get("in_channels", predictor.plan.data.in_channels))
+        typed = predictor.plan.model.typed()
+        channels = typed.in_channels if typed is not None else int(predictor.plan.data.in_channels)
         if image.shape[0] != channels or image.ndim != 3:
             raise ValueError(f"the image has shape {image.shape}; the run takes {channels}-channel 2D images")
         scored, _, labels = score_image(predictor, image.astype(np.float32), options=SuggestOptions(tta=self.options.tta))

@@ -116,7 +116,9 @@ def _brush(value: dict[str, Any], item: str, h: int, w: int) -> np.ndarray:
 
 
 def _polygon(value: dict[str, Any], item: str, h: int, w: int) -> np.ndarray:
-    from PIL import Image, ImageDraw
+    """A polygon's pixels, rasterised as every polygon annotation unetkit reads (pycocotools)."""
+    from unetkit.data.annotations import Region
+    from unetkit.data.annotations.raster import region_mask
 
     try:
         points = np.asarray(value.get("points"), dtype=float).reshape(-1, 2) * [w / 100.0, h / 100.0]
@@ -124,6 +126,4 @@ def _polygon(value: dict[str, Any], item: str, h: int, w: int) -> np.ndarray:
         raise BadAnnotation(f"{item}: polygon points are not [x, y] pairs") from err
     if len(points) < 3 or not np.isfinite(points).all():
         raise BadAnnotation(f"{item}: a polygon needs at least three finite points")
-    canvas = Image.new("1", (w, h), 0)
-    ImageDraw.Draw(canvas).polygon([tuple(p) for p in points.tolist()], fill=1)
-    return np.asarray(canvas, dtype=bool)
+    return region_mask(Region(label=1, item=item, polygons=[points.ravel().tolist()]), height=h, width=w)

@@ -76,3 +76,16 @@ def next_name(run: Path) -> str:
     folder = versions_dir(run)
     taken = [int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name))] if folder.is_dir() else []
     return f"v{max(taken, default=0) + 1}"
+
+
+def all_versions(run: Path) -> list[Version]:
+    """Every version of ``run`` with a saved model, ``v0`` first."""
+    folder = versions_dir(run)
+    names = sorted((int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name))) if folder.is_dir() else [])
+    found = [describe(run, "v0")]
+    for n in names:
+        try:
+            found.append(describe(run, f"v{n}"))
+        except FileNotFoundError:
+            continue  # a fine-tune that failed before saving a model
+    return found
