@@ -53,6 +53,8 @@ class Studio:
     url: str
     token: str
     log: Path
+    user: str = USER
+    password: str = PASSWORD
 
     def client(self, timeout: float = 300.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Token {self.token}"}, timeout=timeout)
@@ -70,11 +72,14 @@ class Studio:
 def running_label_studio(data_dir: Path) -> Iterator[Studio]:
     """Start Label Studio; yield once its API answers with the test user's token; stop it.
 
-    ``UNETKIT_TEST_LABEL_STUDIO_URL`` + ``_TOKEN`` use one already running instead (while writing tests).
+    ``UNETKIT_TEST_LABEL_STUDIO_URL`` + ``_TOKEN`` (+ ``_USER``, ``_PASSWORD``) use one already running instead
+    (while writing tests).
     """
     if os.environ.get("UNETKIT_TEST_LABEL_STUDIO_URL"):
         yield Studio(url=os.environ["UNETKIT_TEST_LABEL_STUDIO_URL"].rstrip("/"),
-                     token=os.environ["UNETKIT_TEST_LABEL_STUDIO_TOKEN"], log=data_dir / "none.log")
+                     token=os.environ["UNETKIT_TEST_LABEL_STUDIO_TOKEN"], log=data_dir / "none.log",
+                     user=os.environ.get("UNETKIT_TEST_LABEL_STUDIO_USER", USER),
+                     password=os.environ.get("UNETKIT_TEST_LABEL_STUDIO_PASSWORD", PASSWORD))
         return
     binary = label_studio_bin()
     port, token = free_port(), secrets.token_hex(20)

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _label_studio import PASSWORD, USER, Studio, running_label_studio  # noqa: E402
+from _label_studio import Studio, running_label_studio  # noqa: E402
 from _serve_helpers import make_run  # noqa: E402
 
 from _browser import CHROMIUM, sync_playwright_or_skip  # noqa: E402
@@ -285,10 +285,10 @@ def test_the_labelling_page_shows_the_pre_annotation(studio: Studio, project: di
         try:
             page = browser.new_page()
             page.goto(f"{studio.url}/user/login/")
-            page.fill("input[name=email]", USER)
-            page.fill("input[name=password]", PASSWORD)
+            page.fill("input[name=email]", studio.user)
+            page.fill("input[name=password]", studio.password)
             page.click("button[type=submit], input[type=submit]")
-            page.wait_for_url("**/projects/**", timeout=120_000)
+            page.wait_for_url(lambda url: "/user/login" not in url, timeout=120_000)
             page.goto(f"{studio.url}/projects/{project['id']}/data?task={task['id']}")
             page.wait_for_selector("canvas", timeout=180_000)
             page.wait_for_function(_RED_PIXELS_JS, timeout=180_000)

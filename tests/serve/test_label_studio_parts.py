@@ -122,3 +122,19 @@ def test_the_api_key_rules() -> None:
     assert client.post("/setup", json={}, headers={"Authorization": f"Basic {basic}"}).json() == {"model_version": "m"}
     assert client.post("/setup", json={}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert client.post("/setup", content=b"[1]", headers={"X-API-Key": "s3cret"}).status_code == 400
+
+
+def test_the_command_refuses_missing_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from unetkit.cli import main
+
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "UNETKIT_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["label-studio", str(tmp_path), "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == ("unetkit label-studio: error: --label-studio-url (or LABEL_STUDIO_URL) must be "
+                                       "Label Studio's http(s) URL, got ''\n")  # fmt: skip
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:8080")
+    assert main(["label-studio", str(tmp_path), "--host", "0.0.0.0", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("unetkit label-studio: error: listening on 0.0.0.0 lets other machines use the model")
+    assert len(err.strip().splitlines()) == 1
