@@ -167,6 +167,13 @@ def test_annotations_reach_unetkit(studio: Studio, project: dict[str, Any], back
         submit(studio, task["id"], membrane(isbi, slice_of(task)))
     masks = backend.dataset / "masks"
     wait_for(lambda: len(list(masks.glob("task_*.png"))) == ANNOTATED)
+    # Deleted in Label Studio (it sends the annotation's id only), the mask goes; submitted again, it is back.
+    (annotation,) = studio.api("GET", f"/api/tasks/{chosen[0]['id']}/annotations")
+    studio.api("DELETE", f"/api/annotations/{annotation['id']}")
+    wait_for(lambda: not (masks / f"task_{chosen[0]['id']}.png").exists())
+    assert len(list(masks.glob("task_*.png"))) == ANNOTATED - 1
+    submit(studio, chosen[0]["id"], membrane(isbi, slice_of(chosen[0])))
+    wait_for(lambda: len(list(masks.glob("task_*.png"))) == ANNOTATED)
     for task in chosen:
         stored = np.asarray(Image.open(masks / f"task_{task['id']}.png"))
         np.testing.assert_array_equal(stored, membrane(isbi, slice_of(task)).astype(np.uint8))
@@ -271,10 +278,10 @@ def test_a_task_whose_image_cannot_be_fetched(studio: Studio, project: dict[str,
 
 
 def test_the_labelling_page_shows_the_pre_annotation(studio: Studio, project: dict[str, Any], tmp_path: Path) -> None:
-    """Chromium logs in, opens a task without annotation; unetkit's brush (red, #FF0000) lies over the grey slice."""
+    """Chromium logs in and opens a never-annotated task; unetkit's brush (red, #FF0000) lies over the grey slice."""
     sync_playwright = sync_playwright_or_skip()
-    task = next(t for t in sorted(tasks(studio, project["id"]), key=lambda t: t["id"])
-                if t["predictions"] and not t["annotations"])  # fmt: skip
+    task = max((t for t in tasks(studio, project["id"]) if t["predictions"] and not t["annotations"]),
+               key=lambda t: t["id"])  # the last slice: the bad-annotation tests used the first unlabelled ones
     shot = tmp_path / "label_studio_page.png"
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
@@ -290,34 +297,45 @@ def test_the_labelling_page_shows_the_pre_annotation(studio: Studio, project: di
             page.click("button[type=submit], input[type=submit]")
             page.wait_for_url(lambda url: "/user/login" not in url, timeout=120_000)
             page.goto(f"{studio.url}/projects/{project['id']}/data?task={task['id']}")
-            page.wait_for_selector("canvas", timeout=180_000)
-            page.wait_for_function(_RED_PIXELS_JS, timeout=180_000)
+            until = time.monotonic() + 300  # the editor draws the brush once the image and the RLE are decoded
+            while red_fraction(page.screenshot()) < MIN_RED and time.monotonic() < until:
+                time.sleep(3)
             page.screenshot(path=str(shot))
+            box = page.evaluate(_LARGEST_CANVAS_JS)  # the labelling canvas: the slice and its layers
         finally:
             browser.close()
     picture = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    r, g, b = picture[..., 0], picture[..., 1], picture[..., 2]
-    red = (r > g + 60) & (r > b + 60)
-    grey = (abs(r - g) < 8) & (abs(g - b) < 8) & (r > 20) & (r < 235)
-    assert red.mean() > 0.01, f"only {red.mean():.4f} of the page is brush red"
-    assert grey.mean() > 0.05, f"only {grey.mean():.4f} of the page is the grey slice"
-    rows, cols = np.nonzero(red)
-    # The red brush and the slice share the labelling canvas: most red pixels sit inside the grey slice's box.
-    grey_rows, grey_cols = np.nonzero(grey)
-    inside = ((rows >= grey_rows.min()) & (rows <= grey_rows.max()) & (cols >= grey_cols.min()) & (cols <= grey_cols.max()))
-    assert inside.mean() > 0.9
+    x, y, w, h = (int(round(box[k])) for k in ("x", "y", "width", "height"))
+    assert w > 300 and 0.9 < h / w < 1.1, box  # the square slice, shown large
+    canvas = picture[y : y + h, x : x + w]
+    red = red_pixels(canvas)
+    # The membranes run across the slice, so the brush does too; what is not brush red is mostly the grey slice.
+    assert red.mean() > 0.05, f"only {red.mean():.4f} of the labelling canvas is brush red"
+    assert red[: h // 2].mean() > 0.02 and red[h // 2 :].mean() > 0.02 and red[:, : w // 2].mean() > 0.02
+    assert grey_pixels(canvas)[~red].mean() > 0.5
     if os.environ.get("UNETKIT_TEST_ARTIFACTS"):
         folder = Path(os.environ["UNETKIT_TEST_ARTIFACTS"])
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, folder / shot.name)
 
 
-# True once some canvas of the page holds strongly red pixels (the brush layer has been drawn).
-_RED_PIXELS_JS = """() => [...document.querySelectorAll('canvas')].some(c => {
-  try {
-    const ctx = c.getContext('2d'); if (!ctx || !c.width || !c.height) return false;
-    const d = ctx.getImageData(0, 0, c.width, c.height).data;
-    for (let i = 0; i < d.length; i += 16) { if (d[i] > 150 && d[i + 1] < 90 && d[i + 2] < 90 && d[i + 3] > 0) return true; }
-  } catch (e) { return false; }
-  return false;
-})"""
+MIN_RED = 0.01  # of the page's pixels: once reached, the editor has drawn the brush
+# The bounding box of the largest canvas on the page (the labelling canvas).
+_LARGEST_CANVAS_JS = """() => {
+  const boxes = [...document.querySelectorAll('canvas')].map(c => c.getBoundingClientRect());
+  const big = boxes.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a));
+  return {x: big.x, y: big.y, width: big.width, height: big.height};
+}"""
+
+
+def red_pixels(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., 0] > rgb[..., 1] + 60) & (rgb[..., 0] > rgb[..., 2] + 60)
+
+
+def grey_pixels(rgb: np.ndarray) -> np.ndarray:
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return (abs(r - g) < 8) & (abs(g - b) < 8) & (r > 20) & (r < 235)
+
+
+def red_fraction(png: bytes) -> float:
+    return float(red_pixels(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)).mean())

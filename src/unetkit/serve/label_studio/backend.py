@@ -7,7 +7,8 @@ of Label Studio's ML backend protocol (:mod:`unetkit.serve.label_studio.app` put
   uncertainty score (so sorting tasks by prediction score is ``suggest``'s "label these next" order) and
   ``model_version``. A task whose image cannot be fetched or read gets no prediction; the log names it.
 * ``webhook``: an annotation created or updated becomes ``images/task_<id>.<ext>`` + ``masks/task_<id>.png``
-  (class indices, written atomically) in ``RUN/label-studio/dataset``; deleted, both go. The start-training
+  (class indices, written atomically) in ``RUN/label-studio/dataset``, and ``annotations.json`` there maps
+  annotation ids to tasks, so that a deletion (Label Studio sends the ids only) removes both files. The start-training
   event, or every ``train_every`` new annotations, starts a fine-tune (:mod:`.training`); its model is served
   only when its validation Dice does not drop (:mod:`.versions`).
 """
@@ -33,8 +34,9 @@ from unetkit.serve.label_studio.training import Busy, FineTuner
 from unetkit.serve.service import Limits, ServiceError, sniff_suffix
 
 log = logging.getLogger("unetkit.label_studio")
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
-DELETE_EVENTS = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
+ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+DELETE_EVENTS = ("ANNOTATIONS_DELETED", "ANNOTATION_DELETED")
+INDEX = "annotations.json"  # in the dataset folder: annotation id -> task id of the masks stored
 TRAIN_EVENTS = ("START_TRAINING",)
 
 
@@ -226,6 +228,7 @@ class LabelStudioBackend:
         with atomic_path(self.dataset / "images" / f"{stem}{suffix}") as tmp:
             tmp.write_bytes(body)  # the file as Label Studio holds it
         write_image(self.dataset / "masks" / f"{stem}.png", mask[None])
+        self._remember(annotation.get("id"), task["id"])
         with self._lock:
             self._new_annotations += 1
         log.info("task %s: annotation %s stored (%d pixels labelled)", task["id"], annotation.get("id"),
@@ -244,11 +247,38 @@ class LabelStudioBackend:
                 raise ServiceError(400, f"task {task_id}: {err}") from err
             return np.asarray(read_image(path).array)
 
-    def _remove(self, payload: dict[str, Any]) -> bool:
-        task = payload.get("task")
-        if not isinstance(task, dict) or not isinstance(task.get("id"), int):
-            return False
-        return self._remove_task(f"task_{task['id']}")
+    def _index(self) -> dict[str, int]:
+        from unetkit.untrusted import UntrustedFileError, load_json_limited
+
+        path = self.dataset / INDEX
+        try:
+            raw = load_json_limited(path, what="annotation index", max_bytes=64 * 2**20) if path.is_file() else {}
+        except UntrustedFileError as err:
+            log.warning("%s; annotations deleted in Label Studio stay in the dataset", err)
+            return {}
+        return {str(k): v for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, dict) else {}
+
+    def _remember(self, annotation_id: Any, task_id: int) -> None:
+        from unetkit._io import write_json_atomic
+
+        index = {k: v for k, v in self._index().items() if v != task_id}
+        index[str(annotation_id)] = task_id
+        write_json_atomic(self.dataset / INDEX, index)
+
+    def _remove(self, payload: dict[str, Any]) -> list[int]:
+        """Drop the masks of deleted annotations (Label Studio sends their ids only); returns the tasks."""
+        from unetkit._io import write_json_atomic
+
+        listed = payload.get("annotations") or [payload.get("annotation")]
+        ids = {str(a.get("id")) for a in listed if isinstance(a, dict)}
+        index = self._index()
+        tasks = [index.pop(i) for i in sorted(ids) if i in index]
+        for task_id in tasks:
+            self._remove_task(f"task_{task_id}")
+            log.info("task %s: annotation deleted in Label Studio; its mask is removed", task_id)
+        if tasks:
+            write_json_atomic(self.dataset / INDEX, index)
+        return tasks
 
     def _remove_task(self, stem: str) -> bool:
         removed = False

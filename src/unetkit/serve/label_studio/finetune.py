@@ -16,8 +16,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from unetkit.config import Plan
 
 DECISION = "decision.json"
 
@@ -65,7 +69,7 @@ def read_job(path: Path) -> FineTuneJob:
         raise UntrustedFileError(f"{path}: not a fine-tune job ({err})") from err
 
 
-def fine_tune_plan(job: FineTuneJob) -> object:
+def fine_tune_plan(job: FineTuneJob) -> Plan:
     """The served run's plan, reading the job's dataset (class-index masks) within the job's time budget."""
     from unetkit.config import Plan
 
@@ -80,7 +84,7 @@ def fine_tune_plan(job: FineTuneJob) -> object:
     return plan
 
 
-def validation_dice(run: Path, plan: object, *, device: str) -> tuple[float, list[str]]:
+def validation_dice(run: Path, plan: Plan, *, device: str) -> tuple[float, list[str]]:
     """Mean foreground Dice of the model in ``run`` on the validation side of ``plan``'s split (as training
     split it); ``(nan, [])`` without a validation side."""
     from unetkit.data.discovery import discover
@@ -89,8 +93,8 @@ def validation_dice(run: Path, plan: object, *, device: str) -> tuple[float, lis
     from unetkit.infer.predictor import Predictor
     from unetkit.infer.scoring import score_labels
 
-    cfg = plan.train  # type: ignore[attr-defined]
-    samples = discover(plan.data).samples  # type: ignore[attr-defined]
+    cfg = plan.train
+    samples = discover(plan.data).samples
     split = training_split([s.key for s in samples], [s.group for s in samples], val_fraction=cfg.val_fraction,
                            seed=cfg.seed, labelled=LabelledSubset.of(cfg))  # fmt: skip
     val_keys = list(split[1])
@@ -104,7 +108,7 @@ def validation_dice(run: Path, plan: object, *, device: str) -> tuple[float, lis
         image = read_image(sample.image_paths[0]).array.astype(np.float32)
         target = np.asarray(read_image(sample.mask_paths[0]).array[0]).astype(np.int64)
         labels = predictor(image).labels
-        scores.append(score_labels(labels, target, plan, ["dice"])["dice"])  # type: ignore[arg-type]
+        scores.append(score_labels(labels, target, plan, ["dice"])["dice"])
     return float(np.mean(scores)), val_keys
 
 
@@ -115,8 +119,7 @@ def run_job(job: FineTuneJob) -> dict[str, object]:
 
     plan = fine_tune_plan(job)
     started = time.perf_counter()
-    result = train(plan, job.out, overwrite=True, device=job.device,  # type: ignore[arg-type]
-                   init_from=Path(job.current) / "best")  # fmt: skip
+    result = train(plan, job.out, overwrite=True, device=job.device, init_from=Path(job.current) / "best")
     old, keys = validation_dice(Path(job.current), plan, device=job.device)
     new, _ = validation_dice(Path(job.out), plan, device=job.device)
     swap = bool(keys) and new >= old
