@@ -259,19 +259,23 @@ def test_a_config_with_other_labels_is_refused(studio: Studio, backend: LabelStu
 
 
 def test_a_task_whose_image_cannot_be_fetched(studio: Studio, project: dict[str, Any], backend: LabelStudioBackend,
-                                              caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+                                              isbi: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     served = backend.model_version
     made = studio.api("POST", f"/api/projects/{project['id']}/import",
                       json=[{"image": "/data/upload/999/missing.png"}, {"image": "http://192.0.2.1/elsewhere.png"}])  # fmt: skip
     assert made["task_count"] == 2
+    # ... sent together with a task that can be predicted: that one still gets its prediction.
+    good = (isbi / "images" / "10.png").read_bytes()  # a slice the project does not hold yet
+    studio.api("POST", f"/api/projects/{project['id']}/import", files={"file": ("10.png", good, "image/png")})
     with caplog.at_level(logging.WARNING, logger="unetkit.label_studio"):
         studio.api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={project['id']}",
                    json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip
     messages = [r.getMessage() for r in caplog.records]
     assert any("no prediction" in m and "missing.png" in m and "Label Studio answered" in m for m in messages), messages
     assert any("no prediction" in m and "is not served by Label Studio" in m for m in messages), messages
-    newest = sorted(tasks(studio, project["id"]), key=lambda t: t["id"])[-2:]
-    assert all(not t["predictions"] for t in newest)
+    *bad, fine = sorted(tasks(studio, project["id"]), key=lambda t: t["id"])[-3:]
+    assert all(not t["predictions"] for t in bad)
+    assert [p["model_version"] for p in fine["predictions"]] == [backend.model_version]
     assert backend.model_version == served
 
 

@@ -109,7 +109,7 @@ class LabelStudioBackend:
         return {"model_version": self.model_version}
 
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """``/predict``: one prediction per task whose image could be read.
+        """``/predict``: one prediction per task whose image could be read, an empty list for any other.
 
         Raises:
             ServiceError: 400 for a labelling config the run cannot serve or a body without tasks.
@@ -120,13 +120,14 @@ class LabelStudioBackend:
             raise ServiceError(400, "the request has no 'tasks' list")
         with self._lock:
             version, predictor = self.version, self.predictor
-        results = []
+        results: list[Any] = []
         for task in tasks:
             try:
                 results.append(self._predict_task(task, config, predictor, version))
             except (FetchError, ServiceError, ValueError) as err:
                 message = err.message if isinstance(err, ServiceError) else str(err)
                 log.warning("task %s: no prediction: %s", task.get("id"), message)
+                results.append([])  # one entry per task (Label Studio pairs them by position): no prediction
         return {"results": results, "model_version": version.model_version}
 
     def webhook(self, payload: dict[str, Any]) -> dict[str, Any]:
