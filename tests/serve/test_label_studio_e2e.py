@@ -11,6 +11,7 @@ RLE. The tests of this module share one Label Studio and run in order.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import shutil
@@ -72,7 +73,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def backend(run: Path, studio: Studio) -> Any:
     """The backend, served on a free loopback port (``url`` as Label Studio reaches it)."""
-    options = BackendOptions(tta="flips", budget_s=20.0)
+    options = BackendOptions(tta="flips", steps=10)  # a fixed step count: the same fine-tune on any machine
     ml = LabelStudioBackend(run, studio=LabelStudio(url=studio.url, token=studio.token), options=options)
     with Server(create_app(ml), "127.0.0.1", 0, log_level="warning") as server:
         URLS[id(ml)] = f"http://127.0.0.1:{server.port}"
@@ -230,9 +231,12 @@ def test_training_event_makes_a_new_model_version(studio: Studio, project: dict[
     decision = backend.last_training["decision"]  # type: ignore[index]
     assert decision is not None, backend.last_training
     assert decision["swap"], decision
-    assert decision["new_dice"] >= decision["old_dice"]
+    assert decision["new_dice"] >= decision["old_dice"] and decision["steps"] == 10
     assert backend.model_version != before and backend.version.name == "v1"
-    assert (backend.run / "versions" / "v1" / "best" / "model.safetensors").is_file()
+    v1 = backend.run / "versions" / "v1"  # the version's run folder, with the fine-tune's job, log and decision
+    assert (v1 / "best" / "model.safetensors").is_file() and (v1 / "job.json").is_file()
+    assert json.loads((v1 / "finetune.log").read_text().splitlines()[-1]) == decision
+    assert json.loads((v1 / "decision.json").read_text()) == decision
     # Label Studio's next predictions carry the new version.
     studio.api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={project['id']}",
                json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from unetkit.data.annotations.brush_rle import rle_to_mask
 from unetkit.serve.label_studio import versions
@@ -138,3 +142,89 @@ def test_the_command_refuses_missing_settings(tmp_path: Path, monkeypatch: pytes
     err = capsys.readouterr().err
     assert err.startswith("unetkit label-studio: error: listening on 0.0.0.0 lets other machines use the model")
     assert len(err.strip().splitlines()) == 1
+    assert main(["label-studio", str(tmp_path), "--steps", "0", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == "unetkit label-studio: error: --steps must be at least 1, got 0\n"
+
+
+# -- the backend without Label Studio: storing annotations, when to fine-tune, when to swap --------------------
+BRUSH = """<View><Image name="image" value="$image"/>
+<BrushLabels name="tag" toName="image"><Label value="membrane"/></BrushLabels></View>"""
+
+
+@pytest.fixture
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
+    """A backend of an untrained ``background, membrane`` run, trains every 2 annotations, 7 steps each; task
+    images come from the ISBI slices (never from Label Studio) and fine-tunes are recorded, not started."""
+    pytest.importorskip("fastapi")
+    from _serve_helpers import ISBI, make_run, need
+
+    from unetkit.config import Plan
+    from unetkit.serve.label_studio.backend import BackendOptions, LabelStudioBackend
+    from unetkit.serve.label_studio.images import LabelStudio
+
+    root = make_run(tmp_path / "em", tile=64)
+    plan = Plan.load(root / "plan.yaml")
+    plan.data.classes = ["background", "membrane"]
+    plan.save(root / "plan.yaml")
+    ml = LabelStudioBackend(root, studio=LabelStudio(url="http://127.0.0.1:9", token="t"),
+                            options=BackendOptions(train_every=2, steps=7))  # fmt: skip
+    body = need(ISBI).read_bytes()
+    monkeypatch.setattr(ml, "_task_bytes", lambda task, config: (body, ".png"))
+    started: list[object] = []
+    monkeypatch.setattr(ml.trainer, "start", started.append)
+    ml.started = started  # type: ignore[attr-defined]
+    return ml
+
+
+def _event(task_id: int, mask: np.ndarray) -> dict:  # type: ignore[type-arg]
+    from unetkit.data.annotations.brush_rle import mask_to_rle
+
+    result = [{"id": "r", "from_name": "tag", "to_name": "image", "type": "brushlabels",
+               "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": ["membrane"]}}]  # fmt: skip
+    return {"action": "ANNOTATION_CREATED", "project": {"label_config": BRUSH},
+            "task": {"id": task_id, "data": {"image": f"/data/upload/1/{task_id}.png"}},
+            "annotation": {"id": 100 + task_id, "result": result}}  # fmt: skip
+
+
+def test_every_n_annotations_start_a_fine_tune_of_n_steps(backend: object) -> None:
+    from unetkit.serve.label_studio.finetune import fine_tune_plan
+
+    ml: Any = backend
+    mask = np.zeros((512, 512), dtype=bool)
+    mask[100:200, 50:60] = True
+    first = ml.webhook(_event(1, mask))
+    assert "training" not in first and ml.started == []
+    np.testing.assert_array_equal(np.asarray(Image.open(ml.dataset / "masks" / "task_1.png")), mask.astype(np.uint8))
+    second = ml.webhook(_event(2, ~mask))
+    assert second["training"]["status"] == "training" and second["training"]["version"] == "v1"
+    (job,) = ml.started
+    assert (job.steps, job.data, Path(job.out)) == (7, str(ml.dataset), ml.run / "versions" / "v1")
+    plan = fine_tune_plan(job)
+    assert (plan.train.steps, plan.train.time_budget_s, plan.data.root) == (7, None, str(ml.dataset))
+    budgeted = fine_tune_plan(replace(job, steps=None, budget_s=90.0))
+    assert budgeted.train.time_budget_s == 90.0
+    assert "training" not in ml.webhook(_event(3, mask))  # the count starts again after each start
+
+
+def test_the_served_model_changes_only_when_the_dice_does_not_drop(backend: object,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    import shutil
+
+    from unetkit.serve.label_studio.finetune import FineTuneJob
+
+    ml: Any = backend
+    served = ml.model_version
+    job = FineTuneJob(current=str(ml.run), data=str(ml.dataset), out=str(ml.run / "versions" / "v1"),
+                      classes=("background", "membrane"), budget_s=1.0)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="unetkit.label_studio"):
+        ml._finished(job, None, "fine-tune v1 failed (exit 1); see finetune.log")
+        ml._finished(job, {"swap": False, "old_dice": 0.5, "new_dice": 0.4, "reason": "validation Dice dropped"}, "")
+    assert ml.model_version == served and not (ml.run / "versions" / "current.json").exists()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == f"fine-tune v1 failed (exit 1); see finetune.log; still serving {served}"
+    assert messages[1] == f"fine-tune v1 kept aside (validation Dice dropped: 0.5 -> 0.4); still serving {served}"
+    shutil.copytree(ml.run / "best", ml.run / "versions" / "v1" / "best")  # what a fine-tune writes
+    shutil.copy(ml.run / "plan.yaml", ml.run / "versions" / "v1" / "plan.yaml")
+    ml._finished(job, {"swap": True, "old_dice": 0.4, "new_dice": 0.4}, "")  # an equal Dice swaps
+    assert ml.version.name == "v1" and ml.model_version != served
+    assert versions.current(ml.run).model_version == ml.model_version

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fine-tune after this many new annotations (default 0: only on Label Studio's "
                              "start-training event)")
     parser.add_argument("--time-budget", default="5m", help="each fine-tune's training time, e.g. 90s, 5m (default 5m)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train each fine-tune for exactly this many optimiser steps instead of --time-budget")
     parser.add_argument("--max-upload-mb", type=float, default=256.0, help="largest task image fetched (default 256)")
     parser.add_argument("--max-megapixels", type=float, default=64.0, help="largest task image, in megapixels (default 64)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu or cuda[:N]")
@@ -53,6 +55,8 @@ def _settings(args: argparse.Namespace) -> tuple[str, str, str | None]:
         raise ValueError(f"--label-studio-url (or {URL_VARIABLE}) must be Label Studio's http(s) URL, got {url!r}")
     if not 0 <= args.port <= 65535 or args.train_every < 0 or args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise ValueError("--port must be in 0..65535, --train-every >= 0, the limits positive")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
     if not is_loopback(args.host) and not api_key and not args.insecure_no_auth:
         raise ValueError(f"listening on {args.host} lets other machines use the model: pass --api-key KEY (or set "
                          f"{KEY_VARIABLE}), or --insecure-no-auth to serve without a key")
@@ -74,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.serve.server import Server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
     options = BackendOptions(tta=args.tta, train_every=args.train_every, budget_s=parse_duration(args.time_budget),
-                             device=args.device, limits=Limits(max_bytes=int(args.max_upload_mb * 2**20),
-                                                               max_pixels=int(args.max_megapixels * 1e6)))  # fmt: skip
+                             steps=args.steps, device=args.device, limits=limits)  # fmt: skip
     backend = LabelStudioBackend(args.run, studio=LabelStudio(url=url.rstrip("/"), token=token), options=options)
     server = Server(create_app(backend, api_key=api_key), args.host, args.port)
     print(f"Label Studio ML backend for {args.run} on {server.url} (model_version {backend.model_version}; "

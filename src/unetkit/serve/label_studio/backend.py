@@ -48,6 +48,8 @@ class BackendOptions:
         tta: the TTA views the uncertainty score averages (as ``suggest --tta``).
         train_every: start a fine-tune after this many new annotations (0: only on the start-training event).
         budget_s: each fine-tune's training time in seconds.
+        steps: train each fine-tune for exactly this many optimiser steps instead of ``budget_s`` (the same
+            fine-tune on a fast or a slow machine); None: the time budget.
         device: torch device for serving and fine-tuning.
         limits: largest image fetched (bytes) and read (pixels).
     """
@@ -55,6 +57,7 @@ class BackendOptions:
     tta: str = "flips"
     train_every: int = 0
     budget_s: float = 300.0
+    steps: int | None = None
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
 
@@ -311,7 +314,8 @@ class LabelStudioBackend:
         name = versions.next_name(self.run)
         job = FineTuneJob(current=str(self.version.folder), data=str(self.dataset),
                           out=str(versions.versions_dir(self.run) / name), classes=tuple(self.classes),
-                          budget_s=self.options.budget_s, device=self.options.device)  # fmt: skip
+                          budget_s=self.options.budget_s, device=self.options.device,
+                          steps=self.options.steps)  # fmt: skip
         try:
             self.trainer.start(job)
         except Busy as err:
@@ -319,7 +323,8 @@ class LabelStudioBackend:
             raise ServiceError(409, str(err)) from err
         with self._lock:
             self._new_annotations = 0
-        log.info("fine-tune %s started on %d annotation(s), budget %g s", name, len(masks), self.options.budget_s)
+        budget = f"{self.options.steps} steps" if self.options.steps else f"budget {self.options.budget_s:g} s"
+        log.info("fine-tune %s started on %d annotation(s), %s", name, len(masks), budget)
         return {"status": "training", "version": name, "annotations": len(masks), "model_version": self.model_version}
 
     def _finished(self, job: FineTuneJob, decision: dict[str, Any] | None, message: str) -> None:

@@ -2,10 +2,11 @@
 (``python -m unetkit.serve.label_studio.finetune JOB.json``) so that serving never waits for it.
 
 The job names the model now served (a run folder), the dataset folder the backend wrote (``images/`` +
-``masks/`` holding class indices), the new version's folder and a time budget. The worker trains the served
-model's plan on that dataset, starting from the served weights, then predicts the validation images of the
-training's own split with the served model and with the new one, and writes ``decision.json`` into the new
-version's folder: both mean Dice scores, and ``swap`` = the new score is not below the old one.
+``masks/`` holding class indices), the new version's folder and a time budget (or a fixed step count). The
+worker trains the served model's plan on that dataset, starting from the served weights, then predicts the
+validation images of the training's own split with the served model and with the new one, and writes
+``decision.json`` into the new version's folder: both mean Dice scores, and ``swap`` = the new score is not
+below the old one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class FineTuneJob:
         classes: class names, background first (the run's).
         budget_s: training time in seconds.
         device: torch device.
+        steps: train exactly this many optimiser steps instead of ``budget_s`` (a fine-tune that does not depend
+            on the machine's speed); None: the time budget.
     """
 
     current: str
@@ -45,6 +48,7 @@ class FineTuneJob:
     classes: tuple[str, ...]
     budget_s: float
     device: str = "cpu"
+    steps: int | None = None
 
 
 def write_job(job: FineTuneJob, path: Path) -> None:
@@ -70,7 +74,8 @@ def read_job(path: Path) -> FineTuneJob:
 
 
 def fine_tune_plan(job: FineTuneJob) -> Plan:
-    """The served run's plan, reading the job's dataset (class-index masks) within the job's time budget."""
+    """The served run's plan, reading the job's dataset (class-index masks) within the job's time budget (or
+    for exactly its ``steps``)."""
     from unetkit.config import Plan
 
     plan = Plan.load(Path(job.current) / "plan.yaml")
@@ -78,8 +83,9 @@ def fine_tune_plan(job: FineTuneJob) -> Plan:
     plan.data = replace(plan.data, root=str(job.data), image_dir="images", mask_dir="masks", roi_dir="",
                         mask_threshold=None, value_map=None, colour_table=None, ignore_colours=[],
                         classes=list(job.classes), vector_labels="", class_field="")  # fmt: skip
-    plan.train = replace(plan.train, time_budget_s=float(job.budget_s), align=False, folds=0, fold=0, labels=0,
-                         labels_keys=[], unlabelled=[], unlabelled_skipped=[],
+    plan.train = replace(plan.train, time_budget_s=None if job.steps else float(job.budget_s),
+                         steps=int(job.steps) if job.steps else plan.train.steps, align=False, folds=0, fold=0,
+                         labels=0, labels_keys=[], unlabelled=[], unlabelled_skipped=[],
                          warmup_steps=min(plan.train.warmup_steps, 5))  # fmt: skip
     return plan
 
@@ -119,7 +125,14 @@ def run_job(job: FineTuneJob) -> dict[str, object]:
 
     plan = fine_tune_plan(job)
     started = time.perf_counter()
-    result = train(plan, job.out, overwrite=True, device=job.device, init_from=Path(job.current) / "best")
+    out = Path(job.out)
+    # Trained beside the version's folder, then moved in: training replaces its folder, and this one already
+    # holds job.json and the finetune.log this process writes to.
+    scratch = out.parent / f".{out.name}-training"
+    result = train(plan, scratch, overwrite=True, device=job.device, init_from=Path(job.current) / "best")
+    for entry in sorted(scratch.iterdir()):
+        entry.replace(out / entry.name)
+    scratch.rmdir()
     old, keys = validation_dice(Path(job.current), plan, device=job.device)
     new, _ = validation_dice(Path(job.out), plan, device=job.device)
     swap = bool(keys) and new >= old
