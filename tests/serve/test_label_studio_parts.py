@@ -228,3 +228,45 @@ def test_the_served_model_changes_only_when_the_dice_does_not_drop(backend: obje
     ml._finished(job, {"swap": True, "old_dice": 0.4, "new_dice": 0.4}, "")  # an equal Dice swaps
     assert ml.version.name == "v1" and ml.model_version != served
     assert versions.current(ml.run).model_version == ml.model_version
+
+
+def test_the_key_goes_to_label_studio_only_even_through_redirects() -> None:
+    """Label Studio redirects cloud-storage images to presigned URLs elsewhere: the key must not follow."""
+    import http.server
+    import threading
+
+    from unetkit.serve.label_studio.images import LabelStudio, fetch
+
+    seen: list[tuple[int, str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            port = self.server.server_address[1]
+            seen.append((port, self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/to/"):  # /to/<port>/<path>: a redirect to that server
+                _, _, target, rest = self.path.split("/", 3)
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{target}/{rest}")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"pixels from " + str(port).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    studio_port, other_port = (s.server_address[1] for s in servers)
+    studio = LabelStudio(url=f"http://127.0.0.1:{studio_port}", token="s3cret")
+    try:
+        assert fetch(f"/to/{other_port}/x.png", studio=studio, max_bytes=100) == f"pixels from {other_port}".encode()
+        assert fetch(f"/to/{studio_port}/y.png", studio=studio, max_bytes=100) == f"pixels from {studio_port}".encode()
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert seen == [(studio_port, f"/to/{other_port}/x.png", "Token s3cret"), (other_port, "/x.png", None),
+                    (studio_port, f"/to/{studio_port}/y.png", "Token s3cret"), (studio_port, "/y.png", "Token s3cret")]  # fmt: skip

@@ -57,6 +57,17 @@ def resolve(reference: str, *, base: str) -> str:
     return url
 
 
+class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects (Label Studio sends cloud-storage images to presigned URLs) without the key: urllib
+    would copy the ``Authorization`` header to whatever host the redirect names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
 def fetch(reference: str, *, studio: LabelStudio, max_bytes: int) -> bytes:
     """The bytes of a task image, at most ``max_bytes``.
 
@@ -65,8 +76,9 @@ def fetch(reference: str, *, studio: LabelStudio, max_bytes: int) -> bytes:
     """
     url = resolve(reference, base=studio.url)
     request = urllib.request.Request(url, headers=studio.headers())
+    opener = urllib.request.build_opener(_KeyStaysHome)
     try:
-        with urllib.request.urlopen(request, timeout=studio.timeout_s) as response:  # noqa: S310 - http(s) only
+        with opener.open(request, timeout=studio.timeout_s) as response:
             body = response.read(max_bytes + 1)
     except urllib.error.HTTPError as err:
         raise FetchError(f"image {reference[:200]!r}: Label Studio answered {err.code} {err.reason}") from err
