@@ -94,7 +94,7 @@ def test_help_appends_the_default_value(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_every_listed_command_exists() -> None:
     for name in cli.COMMANDS:
-        module = importlib.import_module(f"unetkit.commands.{name}")
+        module = importlib.import_module(f"unetkit.commands.{name.replace('-', '_')}")  # label-studio: label_studio
         assert callable(module.add_arguments) and callable(module.run), name
     assert set(_parsers(build_parser())[0][1]._subparsers._group_actions[0].choices) == set(cli.COMMANDS)
 
@@ -149,7 +149,7 @@ def test_every_device_option_defaults_to_auto_and_auto_means_cuda_when_present(
     import torch
 
     devices = [(path, a) for path, p in _parsers(build_parser()) for a in p._actions if "--device" in a.option_strings]
-    assert len(devices) == 9 and all(a.default == "auto" for _, a in devices), [(p, a.default) for p, a in devices]
+    assert len(devices) == 10 and all(a.default == "auto" for _, a in devices), [(p, a.default) for p, a in devices]
     seen: list[str] = []
     import unetkit.commands.plan as plan_command
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "suggest": "Rank unlabelled images by what the model would learn from them (label these next).",
     "export": "Export a run to ONNX with a parity check.",
     "serve": "Serve a run over HTTP with a small web page.",
+    "label-studio": "Serve a run as a Label Studio ML backend: pre-annotations, label-next scores, fine-tunes on new labels.",
     "diffusion": "Train a diffusion U-Net or sample from one.",
     "compare": "Train U-Net variants on the same split and budget; compare boundary and consistency metrics per TTA level.",
     "doctor": "Show versions, CPU kind and flags, and what auto chooses here (for bug reports).",
@@ -144,7 +145,7 @@ def missing_package_message(err: ImportError) -> str:
 
 
 def _command_module(name: str) -> ModuleType:
-    return importlib.import_module(f"unetkit.commands.{name}")
+    return importlib.import_module(f"unetkit.commands.{name.replace('-', '_')}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def train(
     stop_after: int | None = None,
     device: str = "cpu",
     loaded: list[LoadedSample] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train ``plan`` into ``run_dir`` (what ``unetkit train`` runs; under ``torchrun``, one process of a DDP run).
 
@@ -97,6 +98,8 @@ def train(
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         loaded: the dataset already read by a passed check (see :func:`unetkit.train.setup.load_examples`,
             which empties the list); by default the data ``plan.data`` names is checked and read here.
+        init_from: a saved model folder (``RUN/best``) whose weights start the training (a fine-tune of that
+            model; its architecture must be the plan's). Ignored when resuming.
 
     Returns:
         The steps done, the best validation score, the seconds spent, the precision trained in and the
@@ -123,6 +126,8 @@ def train(
     unlabelled = load_unlabelled_images(plan)  # train --unlabelled: images without masks (None without it)
     # 2. Model, optimiser, loss, precision (and the EMA, which is the mean teacher of the unlabelled images).
     parts = _build_parts(plan, dev, ctx)
+    if init_from is not None and not resume:
+        _load_weights(parts, Path(init_from))
     # 3. Fresh start or exact resume; only rank 0 logs, shows progress and writes files.
     state = _start_state(plan, run_dir, parts, resume=resume, main=ctx.is_main)
     out = _Reporters.open(run_dir, state, resume=resume, main=ctx.is_main)
@@ -197,6 +202,16 @@ def _build_parts(plan: Plan, dev: torch.device, ctx: DistContext) -> _Parts:
         precision=precision,
         grad_clip=cfg.grad_clip,
     )
+
+
+def _load_weights(parts: _Parts, folder: Path) -> None:
+    """Start from the weights saved in ``folder`` (the model and its EMA copy)."""
+    from unetkit.models.base import load_model
+
+    state = load_model(folder).state_dict()
+    parts.model.load_state_dict(state)
+    if parts.ema is not None:
+        parts.ema.load_state_dict(state)
 
 
 def _batcher(plan: Plan, train_set: list[Example], unlabelled: list[np.ndarray] | None) -> PatchBatcher | SemiBatcher:
