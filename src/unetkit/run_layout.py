@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 PLAN_NAME = "plan.yaml"
 CV_SUMMARY = "cv.json"
+# A run trained on a labelled subset (train --labels / --labels-file) lists its training cases here, one key a
+# line: the form --labels-file reads, so a labelling loop's next round adds its new labels to this list.
+LABELLED_NAME = "labelled.txt"
 CHECKPOINTS = ("best", "last")
 MODEL_CONFIG = "config.json"  # a checkpoint folder's model config (unetkit.models.base.CONFIG_NAME)
 # The key of a checkpoint's config.json that holds its run's plan: what prediction needs (normalisation,

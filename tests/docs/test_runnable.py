@@ -28,7 +28,9 @@ def _pages(slow: bool) -> list[tuple[str, list[Block]]]:
 def _run(page: str, blocks: list[Block], workdir: Path, *, steps: int | None) -> None:
     if not DATASETS.is_dir():
         pytest.skip(f"real datasets not found at {DATASETS}")
-    done = run_page(blocks, workdir=workdir, steps=steps)
+    # a tutorial trains for up to 10 wall-clock minutes, and on a busy machine its evaluation and prediction
+    # took as long again (the 600 s default killed every 10-minute page)
+    done = run_page(blocks, workdir=workdir, steps=steps, timeout=600.0 if steps else 3600.0)
     assert done.returncode == 0, f"{page}: a runnable block failed after {done.seconds:.0f} s:\n{done.output[-4000:]}"
     if os.environ.get("UNETKIT_DOCS_TIMES"):  # the wall time a page's commands took, for its note
         with open(os.environ["UNETKIT_DOCS_TIMES"], "a", encoding="utf-8") as f:

@@ -25,12 +25,13 @@ import torch
 
 from unetkit.config import Plan, TrainConfig
 from unetkit.data.dataset import LoadedSample
+from unetkit.data.splits import LabelledSubset
 from unetkit.models.base import save_pretrained
 from unetkit.models.ema import ema_decay_at, update_ema
 from unetkit.models.factory import create_model
 from unetkit.precision import PrecisionChoice, autocast, backward_and_step, choose_precision, grad_scaler_for
 from unetkit.ranks import DistContext
-from unetkit.run_layout import PLAN_KEY
+from unetkit.run_layout import LABELLED_NAME, PLAN_KEY
 from unetkit.runtime.examples import Example, split_examples
 from unetkit.runtime.run import output_classes
 from unetkit.train import distributed
@@ -123,6 +124,8 @@ def train(
     examples, groups = load_examples(plan.data, loaded=loaded)
     # The run's split; train --labels / --labels-file keep a subset of the training side.
     train_set, val_set = split_examples(examples, groups, plan=plan)
+    if ctx.is_main and LabelledSubset.of(cfg).active:
+        _write_labelled(run_dir, train_set)
     unlabelled = load_unlabelled_images(plan)  # train --unlabelled: images without masks (None without it)
     # 2. Model, optimiser, loss, precision (and the EMA, which is the mean teacher of the unlabelled images).
     parts = _build_parts(plan, dev, ctx)
@@ -229,6 +232,13 @@ def _batcher(plan: Plan, train_set: list[Example], unlabelled: list[np.ndarray] 
         return labelled
     size = cfg.unlabelled_batch_size or cfg.batch_size
     return SemiBatcher(labelled, UnlabelledBatcher(unlabelled, patch_size=tuple(cfg.patch_size), batch_size=size))
+
+
+def _write_labelled(run_dir: Path, train_set: list[Example]) -> None:
+    """``run_dir/labelled.txt``: the labelled subset's training cases, one key a line (``--labels-file``'s form)."""
+    from unetkit._io import write_text_atomic
+
+    write_text_atomic(run_dir / LABELLED_NAME, "".join(f"{e.key}\n" for e in train_set))
 
 
 def _start_state(plan: Plan, run_dir: Path, parts: _Parts, *, resume: bool, main: bool) -> LoopState:
