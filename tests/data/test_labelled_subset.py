@@ -80,22 +80,26 @@ def test_the_training_loop_split_keeps_only_the_labelled_cases() -> None:
 
 def test_a_run_lists_its_labelled_cases_in_the_form_labels_file_reads(tmp_path: Path) -> None:
     from unetkit.commands.train import build_plan
-    from unetkit.train.batches import Example
+    from unetkit.config import Plan
+    from unetkit.runtime.examples import Example, split_examples
     from unetkit.train.loop import _write_labelled
-    from unetkit.train.setup import split_examples
 
     keys = [f"Crack/case_{i:02d}" for i in range(20)]  # folder-layout keys: sub-folder and stem
     examples = [Example(key=k, image=np.zeros((1, 4, 4), np.float32), mask=np.zeros((4, 4), np.int64)) for k in keys]
-    drawn, val = split_examples(examples, keys, val_fraction=0.25, seed=1, labelled=LabelledSubset(n=4, seed=2))
+    split = TrainConfig(val_fraction=0.25, seed=1)
+    drawn, val = split_examples(examples, keys, plan=Plan(train=TrainConfig(val_fraction=0.25, seed=1, labels=4,
+                                                                           labels_seed=2)))
+    assert len(drawn) == 4
     _write_labelled(tmp_path, drawn)
     assert (tmp_path / "labelled.txt").read_text() == "".join(f"{e.key}\n" for e in drawn)
     # The next round adds two new names (as suggestions.csv gives them: file names) to the list and trains on both.
     new = [e.key for e in examples if e not in drawn and e not in val][:2]
     with (tmp_path / "labelled.txt").open("a") as f:
         f.write("".join(f"{k.split('/')[1]}.jpg\n" for k in new))
-    Plan().save(tmp_path / "plan.yaml")
+    Plan(train=split).save(tmp_path / "plan.yaml")
     plan = build_plan(build_parser().parse_args(["train", "unused", "--out", str(tmp_path / "run"), "--plan",
                                                  str(tmp_path / "plan.yaml"), "--labels-file",
                                                  str(tmp_path / "labelled.txt")]))  # fmt: skip
-    train, val_again = split_examples(examples, keys, val_fraction=0.25, seed=1, labelled=LabelledSubset.of(plan.train))
+    assert (plan.train.val_fraction, plan.train.seed) == (0.25, 1)
+    train, val_again = split_examples(examples, keys, plan=plan)
     assert {e.key for e in train} == {e.key for e in drawn} | set(new) and val_again == val
