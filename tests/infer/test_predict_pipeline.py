@@ -118,11 +118,11 @@ def test_outcomes_keep_input_order_while_reads_run_ahead_and_writes_behind(
     reader_threads: set[str] = set()
     real_write, real_read, real_call = pipeline.write_outputs, pipeline.read_input, Predictor.__call__
 
-    def slow_first_write(path: Path, *args: object) -> list[Path]:
+    def slow_first_write(path: Path, *args: object, **options: bool) -> list[Path]:
         if path == files[0]:
             time.sleep(1.0)  # the first file's write finishes last; its outcome must still come first
             first_write_done.set()
-        return real_write(path, *args)
+        return real_write(path, *args, **options)  # type: ignore[arg-type]
 
     def read(path: Path) -> object:
         reader_threads.add(threading.current_thread().name)

@@ -7,7 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from unetkit.runtime.overlay import DEFAULT_PALETTE, class_colour, make_overlay, outline_pixels, to_uint8_rgb
+from unetkit.runtime.overlay import (
+    DEFAULT_PALETTE,
+    class_colour,
+    drawn_labels,
+    make_overlay,
+    outline_pixels,
+    to_uint8_rgb,
+)
 
 
 def _square_mask() -> np.ndarray:
@@ -97,3 +104,15 @@ def test_bad_inputs_raise() -> None:
         make_overlay(image, np.zeros((4, 4), dtype=float))
     with pytest.raises(ValueError, match="background"):
         class_colour(0)
+
+
+def test_drawn_labels_shift_every_class_up_without_a_background_and_blank_the_ignored() -> None:
+    labels = np.array([[0, 1], [2, 255]])
+    np.testing.assert_array_equal(drawn_labels(labels, background=True), labels)
+    np.testing.assert_array_equal(drawn_labels(labels, background=False), [[1, 2], [3, 256]])
+    np.testing.assert_array_equal(drawn_labels(labels, background=True, ignore=255), [[0, 1], [2, 0]])
+    np.testing.assert_array_equal(drawn_labels(labels, background=False, ignore=255), [[1, 2], [3, 0]])
+    # class 0 of a plan without background is drawn, in the first palette colour
+    image = np.full((2, 2), 100, dtype=np.uint8)
+    out = make_overlay(image, drawn_labels(np.zeros((2, 2), dtype=np.int64), background=False), outline=False)
+    np.testing.assert_array_equal(out, np.broadcast_to([152, 83, 88], (2, 2, 3)))

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{sample.key}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
     summary = summarise(rows, [k for k in rows[0] if k != "key"])
     write_scores(out, rows, summary)
-    write_worst(out / "worst", cases, args.worst)
+    write_worst(out / "worst", cases, args.worst, background=plan.data.background, ignore_index=plan.data.ignore_index)
     print("mean: " + "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "images") + f"  ({len(rows)} images)")
     return 0
 

@@ -92,7 +92,8 @@ def predict_file(predictor, path: Path, targets: dict[str, Path], *, windowed: b
         return predict_raster(predictor, path, mask_path=targets["mask"], prob_path=targets.get("prob"),
                               uncertainty_path=targets.get("uncertainty")).written
     image, pixels = read_input(path)
-    return write_outputs(path, targets, image, predict_pixels(predictor, pixels, image.meta.get("spacing")))
+    result = predict_pixels(predictor, pixels, image.meta.get("spacing"))
+    return write_outputs(path, targets, image, result, background=predictor.plan.data.background)
 
 
 def predict_pixels(predictor, pixels: np.ndarray, spacing) -> Prediction:  # type: ignore[no-untyped-def]
@@ -109,8 +110,13 @@ def read_input(path: Path) -> tuple[ImageData, np.ndarray]:
     return image, image.array.astype(np.float32)
 
 
-def write_outputs(path: Path, targets: dict[str, Path], image: ImageData, result: Prediction) -> list[Path]:
-    """Write ``targets`` for the prediction ``result`` of input ``path`` (read as ``image``); returns the paths written."""
+def write_outputs(
+    path: Path, targets: dict[str, Path], image: ImageData, result: Prediction, *, background: bool = True
+) -> list[Path]:
+    """Write ``targets`` for the prediction ``result`` of input ``path`` (read as ``image``); returns the paths written.
+
+    ``background``: the plan's ``data.background``; without one the overlay draws class 0 too.
+    """
     from unetkit.data.io import write_image
 
     meta = _geometry(image.meta)
@@ -124,11 +130,11 @@ def write_outputs(path: Path, targets: dict[str, Path], image: ImageData, result
         written.append(targets["uncertainty"])
         write_image(written[-1], result.uncertainty[None].astype(np.float32), meta=meta)
     if "overlay" in targets and labels.ndim == 2:
-        from unetkit.runtime.overlay import make_overlay
+        from unetkit.runtime.overlay import drawn_labels, make_overlay
 
         written.append(targets["overlay"])
         rgb = np.moveaxis(image.array[:3], 0, -1) if image.array.shape[0] >= 3 else image.array[0]
-        write_image(written[-1], np.moveaxis(make_overlay(rgb, result.labels), -1, 0))
+        write_image(written[-1], np.moveaxis(make_overlay(rgb, drawn_labels(result.labels, background=background)), -1, 0))
     return written
 
 

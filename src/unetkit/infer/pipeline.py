@@ -203,7 +203,8 @@ def _pipeline(predictor, jobs: Sequence[FileJob], windowed: Windowed | None,  # 
                     results.add_outcome(FileOutcome(member.path, error=result))
                 else:
                     assert member.targets is not None  # a job with targets=None has an error, which _load raised
-                    write = writers.submit(write_outputs, member.path, member.targets, image, result)
+                    write = writers.submit(write_outputs, member.path, member.targets, image, result,
+                                           background=predictor.plan.data.background)
                     results.add_write(member.path, write)
             yield from results.ready()
         yield from results.flush()

@@ -74,10 +74,16 @@ def write_scores(out: Path, rows: list[dict[str, Any]], summary: dict[str, float
     write_json_atomic(out / "summary.json", summary)
 
 
-def write_worst(folder: Path, cases: list[tuple[float, Any, np.ndarray]], n: int) -> None:
-    """Overlays of prediction and truth for the ``n`` cases with the lowest score (2D images only)."""
+def write_worst(
+    folder: Path, cases: list[tuple[float, Any, np.ndarray]], n: int, *, background: bool = True, ignore_index: int = 255
+) -> None:
+    """Overlays of prediction and truth for the ``n`` cases with the lowest score (2D images only).
+
+    ``background`` and ``ignore_index`` are the plan's ``data`` fields: without a background class every class
+    is drawn; unlabelled truth pixels never are.
+    """
     from unetkit.data.io import write_image
-    from unetkit.runtime.overlay import make_overlay
+    from unetkit.runtime.overlay import drawn_labels, make_overlay
 
     folder.mkdir(exist_ok=True)
     for _, sample, labels in sorted(cases, key=lambda c: c[0])[:n]:
@@ -86,8 +92,9 @@ def write_worst(folder: Path, cases: list[tuple[float, Any, np.ndarray]], n: int
         image = np.moveaxis(sample.image[:3], 0, -1) if sample.image.shape[0] >= 3 else sample.image[0]
         # Keys of listed samples can be long relative paths; keep their last two parts, file-name safe.
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(Path(sample.key).parts[-2:])).lstrip("._")
-        write_image(folder / f"{safe}_pred.png", np.moveaxis(make_overlay(image, labels), -1, 0))
-        truth = np.where(sample.mask == 255, 0, sample.mask)
+        pred = drawn_labels(labels, background=background)
+        write_image(folder / f"{safe}_pred.png", np.moveaxis(make_overlay(image, pred), -1, 0))
+        truth = drawn_labels(sample.mask, background=background, ignore=ignore_index)
         write_image(folder / f"{safe}_truth.png", np.moveaxis(make_overlay(image, truth), -1, 0))
 
 

@@ -154,6 +154,19 @@ def make_overlay(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def drawn_labels(labels: np.ndarray, *, background: bool, ignore: int | None = None) -> np.ndarray:
+    """The label map to hand :func:`make_overlay`, which never draws label 0.
+
+    With ``background`` (class 0 is background) the labels as they are. Without (a plan whose classes are all
+    foreground, e.g. a land-cover colour table), every class is shifted up by one so class 0 is drawn too:
+    class ``k`` then shows in ``class_colour(k + 1)``. Pixels equal to ``ignore`` (unlabelled in a truth mask)
+    become 0 and stay undrawn either way.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    shown = labels if background else labels + 1
+    return shown if ignore is None else np.where(labels == ignore, 0, shown)
+
+
 def _thick_outline(mask: np.ndarray, width: int) -> np.ndarray:
     edge = outline_pixels(mask)
     if width > 1:

@@ -42,7 +42,7 @@ def write_validation_overlays(
     if plan.data.spatial_dims != 2 or not val_set or not (run_dir / "best").is_dir():
         return []
     from unetkit.data.io import write_image
-    from unetkit.runtime.overlay import make_overlay
+    from unetkit.runtime.overlay import drawn_labels, make_overlay
     from unetkit.train.evaluation import load_for_evaluation, predict_labels
 
     model = load_for_evaluation(run_dir / "best", device=device, layout=layout)
@@ -59,7 +59,7 @@ def write_validation_overlays(
         image = np.moveaxis(example.image[:3], 0, -1) if example.image.shape[0] >= 3 else example.image[0]
         name = _unique(overlay_name(example.key), used)
         path = folder / f"{name}.png"
-        write_image(path, np.moveaxis(make_overlay(image, labels), -1, 0))
+        write_image(path, np.moveaxis(make_overlay(image, drawn_labels(labels, background=plan.data.background)), -1, 0))
         written.append(path)
     return written
 
