@@ -118,23 +118,28 @@ def _fmt(d: dict | None) -> str:
     return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{rel}"
 
 
-def claim_tables(reports: dict[str, dict]) -> list[str]:
-    """Markdown rows of both claims, one row per dataset and variant (claim 1) or model and level (claim 2)."""
-    lines = ["## Claim 1: U-Net++ / Attention U-Net improve boundary accuracy by 5-15 % (vs U-Net, TTA none)", "",
-             "| dataset | model | boundary F1 | HD95 | Dice | 5-15 % on boundary F1? | on HD95? |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+BOUNDARY_COLUMNS = ["dataset", "variant", "boundary F1", "HD95", "Dice", "5-15 % on boundary F1?", "on HD95?"]
+TTA_COLUMNS = ["dataset", "model", "TTA", "shift consistency", "view agreement (mean)", "Dice", "8-12 %?"]
+
+
+def boundary_rows(reports: dict[str, dict]) -> list[list[str]]:
+    """Claim 1, one row per dataset and variant (against the first model, at the first TTA level)."""
+    rows = []
     for name, report in reports.items():
         first_level = report["options"]["tta"][0]
         diffs = [d for d in report["differences"]["vs_first_model"] if d["tta"] == first_level]
         for model in report["options"]["models"][1:]:
             bf1, hd = _pick(diffs, model=model, metric="boundary_f1"), _pick(diffs, model=model, metric="hd95")
             dice = _pick(diffs, model=model, metric="dice")
-            lines.append(f"| {name} | {model} | {_fmt(bf1)} | {_fmt(hd)} | {_fmt(dice)} | "
-                         f"{verdict(bf1, BOUNDARY_RANGE) if bf1 else '-'} | "
-                         f"{verdict(hd, BOUNDARY_RANGE, lower_is_better=True) if hd else '-'} |")  # fmt: skip
-    lines += ["", "## Claim 2: TTA improves consistency by 8-12 % (shift consistency vs TTA none)", "",
-              "| dataset | model | TTA | shift consistency | view agreement (mean) | Dice | 8-12 %? |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+            rows.append([name, model, _fmt(bf1), _fmt(hd), _fmt(dice),
+                         verdict(bf1, BOUNDARY_RANGE) if bf1 else "-",
+                         verdict(hd, BOUNDARY_RANGE, lower_is_better=True) if hd else "-"])  # fmt: skip
+    return rows
+
+
+def tta_rows(reports: dict[str, dict]) -> list[list[str]]:
+    """Claim 2, one row per dataset, model and TTA level (against the first level)."""
+    rows = []
     for name, report in reports.items():
         diffs = report["differences"]["vs_first_tta"]
         for model in report["options"]["models"]:
@@ -142,10 +147,21 @@ def claim_tables(reports: dict[str, dict]) -> list[str]:
                 shift = _pick(diffs, model=model, tta=level, metric="shift_consistency")
                 dice = _pick(diffs, model=model, tta=level, metric="dice")
                 agreement = report["summary"][model][level].get("view_agreement")
-                agree = f"{agreement['mean']:.3f}" if agreement else "-"
-                lines.append(f"| {name} | {model} | {level} | {_fmt(shift)} | {agree} | {_fmt(dice)} | "
-                             f"{verdict(shift, CONSISTENCY_RANGE) if shift else '-'} |")  # fmt: skip
-    return lines
+                rows.append([name, model, level, _fmt(shift), f"{agreement['mean']:.3f}" if agreement else "-",
+                             _fmt(dice), verdict(shift, CONSISTENCY_RANGE) if shift else "-"])  # fmt: skip
+    return rows
+
+
+def claim_tables(reports: dict[str, dict]) -> list[str]:
+    """Markdown of both claims: :func:`boundary_rows` and :func:`tta_rows` under their headings."""
+
+    def table(columns: list[str], rows: list[list[str]]) -> list[str]:
+        return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *("| " + " | ".join(r) + " |" for r in rows)]
+
+    return ["## Claim 1: U-Net++ / Attention U-Net improve boundary accuracy by 5-15 % (vs U-Net, TTA none)", "",
+            *table(BOUNDARY_COLUMNS, boundary_rows(reports)), "",
+            "## Claim 2: TTA improves consistency by 8-12 % (shift consistency vs TTA none)", "",
+            *table(TTA_COLUMNS, tta_rows(reports))]  # fmt: skip
 
 
 def main() -> None:
@@ -160,6 +176,11 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/compare_claims"), help="studies and their reports")
     p.add_argument("--out", type=Path, default=HERE / "results" / "compare_claims.md",
                    help="the markdown table (and beside it the same figures as .json, with the CPU flags)")
+    p.add_argument("--summary", type=Path, default=None,
+                   help="also write the docs' benchmark summaries here (a folder such as docs/benchmarks/data): "
+                        "compare_claims_boundary_<kind>.json and compare_claims_tta_<kind>.json")
+    p.add_argument("--machine", default=None,
+                   help="the machine's heading on the benchmarks page (default: '<N>-core CPU, <CPU kind>')")
     p.add_argument("extra", nargs="*", help="after --: more `unetkit compare` options (e.g. --device cuda)")
     args = p.parse_args()
     reports, seconds = {}, {}
@@ -175,6 +196,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(claims_json(reports, seconds, args), indent=2) + "\n")
+    if args.summary:
+        write_summaries(args.summary, reports, args)
     print(text)
 
 
@@ -193,6 +216,39 @@ def claims_json(reports: dict[str, dict], seconds: dict[str, float], args: argpa
                                             for lvl, s in levels.items()} for m, levels in r["summary"].items()}}
                      for name, r in reports.items()},
     }  # fmt: skip
+
+
+def write_summaries(folder: Path, reports: dict[str, dict], args: argparse.Namespace) -> list[Path]:
+    """The two claims as benchmark summaries for the docs' benchmarks page (its schema: title, machine, date,
+    setup, command, columns, rows, notes, source), one file per claim, named by the CPU kind."""
+    import datetime
+
+    from unetkit.precision import cpu_flags, cpu_kind
+
+    kind = cpu_kind()
+    machine = {"kind": args.machine or f"{os.cpu_count()}-core CPU, {kind}",
+               "flags": sorted(f for f, on in cpu_flags().items() if on)}
+    length = f"{args.steps} steps" if args.steps else args.budget
+    held = "; ".join(f"{n}: {r['held_out']}" for n, r in reports.items())
+    common = {"machine": machine, "date": datetime.date.today().isoformat(),
+              "setup": f"`unetkit compare` per dataset, every variant trained {length} on the same split, scored on "
+                       f"its held-out part ({held}). Change: mean [95 % paired-bootstrap interval] (relative).",
+              "command": "python benchmarks/compare_claims.py " + " ".join(
+                  [f"--datasets {','.join(reports)}", f"--steps {args.steps}" if args.steps else f"--budget {args.budget}",
+                   f"--models {args.models}", f"--tta {args.tta}", "--summary docs/benchmarks/data",
+                   f"--machine '{machine['kind']}'"]),
+              "source": "written by the command from the `unetkit compare` reports"}  # fmt: skip
+    boundary = {**common, "title": "Claim: U-Net++ / Attention U-Net improve boundary accuracy by 5-15 % (vs U-Net, TTA none)",
+                "columns": BOUNDARY_COLUMNS, "rows": boundary_rows(reports)}
+    tta = {**common, "title": "Claim: TTA improves consistency by 8-12 % (shift consistency vs TTA none)",
+           "columns": TTA_COLUMNS, "rows": tta_rows(reports)}
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, summary in (("boundary", boundary), ("tta", tta)):
+        path = folder / f"compare_claims_{name}_{kind.replace('x86-', '')}.json"
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        written.append(path)
+    return written
 
 
 SUMMARY_KEYS = ("dice", "boundary_f1", "hd95", "nsd", "shift_consistency", "view_agreement", "seconds_per_image")
