@@ -11,7 +11,9 @@ Claims tested:
      consistency of each TTA level against ``none``, per model (Dice shown beside it).
 
 A claim "holds" on a row when the change is significant (95 % paired-bootstrap interval excludes 0, at least
-five held-out images) and its relative size lies in the claimed range. Every variant trains for ``--budget``
+five held-out images) and its relative size lies in the claimed range. The claims are about trained models: a row
+whose reference (U-Net for claim 1, the same model without TTA for claim 2) has a mean Dice below
+``MIN_REFERENCE_DICE`` gets no verdict, since the budget did not train it. Every variant trains for ``--budget``
 on the same split (the default plan, the runs' validation split held out). The 2D datasets use the accuracy
 benchmark's training lists (``acc_data``; its test images are never seen here); hippocampus is the whole MSD
 Task04 folder (3D; every variant has a 3D form with the plain encoder the planner picks for volumes).
@@ -43,6 +45,8 @@ HERE = Path(__file__).resolve().parent
 DATASETS = ("isbi", "drive", "dubai", "magnetic", "kvasir", "hippocampus")
 BOUNDARY_RANGE = (0.05, 0.15)
 CONSISTENCY_RANGE = (0.08, 0.12)
+# Below this mean Dice the reference model has not learnt the task at the budget: no verdict on its rows.
+MIN_REFERENCE_DICE = 0.5
 
 
 def dataset_args(name: str, root: Path, work: Path) -> list[str]:
@@ -92,19 +96,31 @@ def run_dataset(name: str, args: argparse.Namespace) -> tuple[dict, float]:
     return json.loads(cached.read_text()), time.perf_counter() - started
 
 
-def verdict(diff: dict, claimed: tuple[float, float], *, lower_is_better: bool = False) -> str:
-    """Whether one difference supports a claimed relative improvement range."""
+def verdict(diff: dict, claimed: tuple[float, float], *, lower_is_better: bool = False,
+            reference_dice: float | None = None) -> str:
+    """Whether one difference supports a claimed relative improvement range.
+
+    ``reference_dice``: the mean Dice of the model the difference is taken against; below
+    ``MIN_REFERENCE_DICE`` the row gets no verdict (None: not checked).
+    """
     rel = diff["relative"]
     if rel is None:
         return "n/a (reference is 0)"
     gain = -rel if lower_is_better else rel
     if diff.get("images", MIN_IMAGES_FOR_VERDICT) < MIN_IMAGES_FOR_VERDICT:
         return f"no verdict (only {diff['images']} images)"
+    if reference_dice is not None and reference_dice < MIN_REFERENCE_DICE:
+        return f"no verdict (reference Dice {reference_dice:.2f}: not trained at this budget)"
     if not diff["significant"]:
         return "no (not significant)"
     if gain <= 0:
         return "no (worse)"
     return "yes" if claimed[0] <= gain <= claimed[1] else f"no ({gain:+.1%}, outside the range)"
+
+
+def _mean_dice(report: dict, model: str, level: str) -> float | None:
+    dice = report["summary"].get(model, {}).get(level, {}).get("dice")
+    return float(dice["mean"]) if dice else None
 
 
 def _pick(diffs: list[dict], **match: str) -> dict | None:
@@ -126,14 +142,15 @@ def boundary_rows(reports: dict[str, dict]) -> list[list[str]]:
     """Claim 1, one row per dataset and variant (against the first model, at the first TTA level)."""
     rows = []
     for name, report in reports.items():
-        first_level = report["options"]["tta"][0]
+        first_model, first_level = report["options"]["models"][0], report["options"]["tta"][0]
+        ref = _mean_dice(report, first_model, first_level)
         diffs = [d for d in report["differences"]["vs_first_model"] if d["tta"] == first_level]
         for model in report["options"]["models"][1:]:
             bf1, hd = _pick(diffs, model=model, metric="boundary_f1"), _pick(diffs, model=model, metric="hd95")
             dice = _pick(diffs, model=model, metric="dice")
             rows.append([name, model, _fmt(bf1), _fmt(hd), _fmt(dice),
-                         verdict(bf1, BOUNDARY_RANGE) if bf1 else "-",
-                         verdict(hd, BOUNDARY_RANGE, lower_is_better=True) if hd else "-"])  # fmt: skip
+                         verdict(bf1, BOUNDARY_RANGE, reference_dice=ref) if bf1 else "-",
+                         verdict(hd, BOUNDARY_RANGE, lower_is_better=True, reference_dice=ref) if hd else "-"])  # fmt: skip
     return rows
 
 
@@ -141,14 +158,15 @@ def tta_rows(reports: dict[str, dict]) -> list[list[str]]:
     """Claim 2, one row per dataset, model and TTA level (against the first level)."""
     rows = []
     for name, report in reports.items():
-        diffs = report["differences"]["vs_first_tta"]
+        diffs, first_level = report["differences"]["vs_first_tta"], report["options"]["tta"][0]
         for model in report["options"]["models"]:
+            ref = _mean_dice(report, model, first_level)
             for level in report["options"]["tta"][1:]:
                 shift = _pick(diffs, model=model, tta=level, metric="shift_consistency")
                 dice = _pick(diffs, model=model, tta=level, metric="dice")
                 agreement = report["summary"][model][level].get("view_agreement")
                 rows.append([name, model, level, _fmt(shift), f"{agreement['mean']:.3f}" if agreement else "-",
-                             _fmt(dice), verdict(shift, CONSISTENCY_RANGE) if shift else "-"])  # fmt: skip
+                             _fmt(dice), verdict(shift, CONSISTENCY_RANGE, reference_dice=ref) if shift else "-"])  # fmt: skip
     return rows
 
 

@@ -36,6 +36,12 @@ def test_verdict(diff: dict, lower_is_better: bool, expected: str) -> None:
     assert compare_claims.verdict(diff, (0.05, 0.15), lower_is_better=lower_is_better) == expected
 
 
+@pytest.mark.parametrize(("dice", "expected"), [(0.31, "no verdict (reference Dice 0.31: not trained at this budget)"),
+                                                (0.5, "yes"), (None, "yes")])  # fmt: skip
+def test_no_verdict_against_an_untrained_reference(dice: float | None, expected: str) -> None:
+    assert compare_claims.verdict(_diff(0.08, 0.8), (0.05, 0.15), reference_dice=dice) == expected
+
+
 def _report() -> dict:
     models, levels = ["unet", "unetplusplus"], ["none", "flips"]
     vs_model = [_diff(0.08, 0.8, model="unetplusplus", tta="none", metric="boundary_f1"),
@@ -58,3 +64,12 @@ def test_summaries_have_one_row_per_comparison_and_the_benchmarks_page_reads_the
     assert [r[:3] + r[-1:] for r in tta["rows"]] == [["isbi", "unet", "flips", "no (+0.9%, outside the range)"],
                                                       ["isbi", "unetplusplus", "flips", "no (+0.9%, outside the range)"]]
     assert boundary["machine"]["kind"] == "test machine" and "--steps 300" in boundary["command"]
+
+
+def test_rows_take_the_reference_dice_from_the_summary() -> None:
+    report = _report()
+    report["summary"]["unet"]["none"]["dice"] = {"mean": 0.31}  # U-Net untrained; U-Net++ without TTA trained
+    report["summary"]["unetplusplus"]["none"]["dice"] = {"mean": 0.8}
+    untrained = "no verdict (reference Dice 0.31: not trained at this budget)"
+    assert compare_claims.boundary_rows({"magnetic": report})[0][-2:] == [untrained, untrained]
+    assert [r[-1] for r in compare_claims.tta_rows({"magnetic": report})] == [untrained, "no (+0.9%, outside the range)"]
