@@ -116,6 +116,7 @@ def test_a_short_study_reports_every_metric_and_resumes(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "unet: finished run" in printed and "unetplusplus: finished run" in printed and "training for" not in printed
+    assert "unet: scores of 2 held-out image(s) reused" in printed and "scoring 2" not in printed
     assert weights.stat().st_mtime_ns == before
     again = json.loads((out / "report.json").read_text())
     assert again["per_image"]["unet"]["none"][0]["dice"] == report["per_image"]["unet"]["none"][0]["dice"]
@@ -167,3 +168,43 @@ def test_a_run_is_reused_only_for_the_same_plan(tmp_path: Path) -> None:
     assert not finished_run(tmp_path, apply_overrides(plan, ["train.time_budget_s=120"]))  # another budget
     (tmp_path / DONE_MARKER).write_text("{not json")
     assert not finished_run(tmp_path, plan)  # a damaged marker: train again
+
+
+def test_scores_are_reused_only_for_the_same_training_images_and_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from unetkit._io import write_json_atomic
+    from unetkit.compare import scoring
+    from unetkit.compare.options import SCORES_FILE, CompareOptions
+    from unetkit.compare.study import DONE_MARKER
+
+    plan = apply_overrides(Plan(), ["model.name=unet", "train.steps=30"])
+    run = tmp_path / "runs" / "unet"
+    run.mkdir(parents=True)
+    write_json_atomic(run / DONE_MARKER, {"plan": plan.to_dict(), "best_score": 0.5})
+    samples = [SimpleNamespace(key="a"), SimpleNamespace(key="b")]
+    monkeypatch.setattr(scoring, "held_out_part", lambda _plan: scoring.HeldOut(samples, [0, 0], "two images"))
+    calls: list[tuple[str, ...]] = []
+
+    def fake_score(_plan: Plan, _run: Path, held: scoring.HeldOut, options: CompareOptions) -> dict:
+        calls.append(options.tta)
+        return {level: [{"dice": 0.25 * len(calls), "hd95": float("inf")} for _ in held.samples] for level in options.tta}
+
+    monkeypatch.setattr(scoring, "_score_variant", fake_score)
+
+    def score(options: CompareOptions) -> dict:
+        return scoring.score_variants([plan], {"unet": run}, options).rows["unet"]
+
+    options = CompareOptions(models=("unet",), tta=("none", "flips"))
+    first = score(options)
+    assert first == score(options) and len(calls) == 1  # the second study scores nothing
+    assert first["flips"][1] == {"dice": 0.25, "hd95": float("inf")}  # what JSON cannot spell survives too
+    assert score(CompareOptions(models=("unet",), tta=("none", "d4")))["d4"][0]["dice"] == 0.5  # other levels
+    assert score(CompareOptions(models=("unet",), tta=("none", "d4"), shifts=(2,)))["d4"][0]["dice"] == 0.75
+    write_json_atomic(run / DONE_MARKER, {"plan": plan.to_dict(), "best_score": 0.6})  # trained again
+    assert score(CompareOptions(models=("unet",), tta=("none", "d4"), shifts=(2,)))["d4"][0]["dice"] == 1.0
+    (run / SCORES_FILE).write_text('{"key": ')  # a scoring killed mid-write leaves no such file; a damaged one
+    assert score(CompareOptions(models=("unet",), tta=("none", "d4"), shifts=(2,)))["d4"][0]["dice"] == 1.25
+    assert len(calls) == 5

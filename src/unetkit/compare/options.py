@@ -10,6 +10,9 @@ MIN_BUDGET_S = 10.0
 # Below this many optimiser steps a variant has not left its warm-up (a tenth of the run) long enough to learn.
 MIN_STEPS = 20
 DEFAULT_SHIFTS = (1, 4, 16)
+# In each variant's run folder: the finished training (its plan), and the finished scores of that training.
+DONE_MARKER = "compare_done.json"
+SCORES_FILE = "compare_scores.json"
 
 
 @dataclass(frozen=True)
@@ -42,4 +45,4 @@ class CompareOptions:
     device: str = "cpu"
 
 
-__all__ = ["DEFAULT_SHIFTS", "MIN_BUDGET_S", "MIN_STEPS", "CompareOptions"]
+__all__ = ["DEFAULT_SHIFTS", "DONE_MARKER", "MIN_BUDGET_S", "MIN_STEPS", "SCORES_FILE", "CompareOptions"]

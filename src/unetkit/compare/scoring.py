@@ -5,6 +5,11 @@ Per image and (variant, TTA level): Dice, IoU, precision, recall, HD95 and surfa
 of the TTA level's de-augmented views (None for ``none``, which has one view), shift consistency (mean over
 the shifts, and each shift's own column ``shift_consistency_<k>``), the agreement of the fold models (with
 folds; TTA ``none``), and the seconds the prediction took.
+
+Scoring a variant can take longer than training it (every TTA level, each shift, on every held-out image), so
+each variant's rows are kept in its run folder (:data:`~unetkit.compare.options.SCORES_FILE`, written
+atomically) and reused by a rerun with the same finished training, held-out images and scoring options; the
+reused rows keep the seconds measured when they were scored.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from unetkit._io import write_json_atomic
+from unetkit.compare.options import DONE_MARKER, SCORES_FILE
 from unetkit.config import Plan
 from unetkit.metrics_boundary import boundary_f1_labels, shift_consistency, view_agreement
 from unetkit.runtime.run import label_classes
@@ -80,10 +87,49 @@ def score_variants(plans: Sequence[Plan], runs: dict[str, Path], options: Compar
     held = held_out_part(plans[0])
     scores = Scores(keys=[s.key for s in held.samples], held_out=held.description)
     for plan in plans:
-        name = plan.model.name
+        name, run = plan.model.name, runs[plan.model.name]
+        key = scoring_key(run, scores.keys, options)
+        cached = _cached_rows(run, key)
+        if cached is not None:
+            print(f"{name}: scores of {len(held.samples)} held-out image(s) reused from {run / SCORES_FILE}",
+                  flush=True)  # fmt: skip
+            scores.rows[name] = cached
+            continue
         print(f"{name}: scoring {len(held.samples)} held-out image(s) at TTA {', '.join(options.tta)}", flush=True)
-        scores.rows[name] = _score_variant(plan, runs[name], held, options)
+        scores.rows[name] = _score_variant(plan, run, held, options)
+        if key is not None:
+            write_json_atomic(run / SCORES_FILE, {"key": key, "rows": scores.rows[name]})
     return scores
+
+
+def scoring_key(run: Path, images: Sequence[str], options: CompareOptions) -> dict[str, Any] | None:
+    """What a variant's scores depend on: its finished training (the run's marker), the held-out images, the TTA
+    levels, shifts, tolerance and device. None when the run has no readable marker (nothing to key on)."""
+    from unetkit.untrusted import UntrustedFileError, load_json_limited
+
+    try:
+        trained = load_json_limited(run / DONE_MARKER, what="compare run marker", max_bytes=1 << 20)
+    except (UntrustedFileError, OSError, ValueError):
+        return None
+    return {"trained": trained, "images": list(images), "tta": list(options.tta), "shifts": list(options.shifts),
+            "tolerance": options.tolerance, "device": options.device}  # fmt: skip
+
+
+def _cached_rows(run: Path, key: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]] | None:
+    from unetkit.untrusted import UntrustedFileError, load_json_limited
+
+    if key is None or not (run / SCORES_FILE).is_file():
+        return None
+    try:
+        stored = load_json_limited(run / SCORES_FILE, what="compare scores", max_bytes=256 << 20)
+    except (UntrustedFileError, OSError, ValueError):
+        return None  # damaged: score again
+    if not isinstance(stored, dict) or stored.get("key") != key or not isinstance(stored.get("rows"), dict):
+        return None
+    rows = stored["rows"]
+    complete = list(rows) == list(key["tta"]) and all(
+        isinstance(r, list) and len(r) == len(key["images"]) for r in rows.values())  # fmt: skip
+    return rows if complete else None
 
 
 def _run_dirs(run: Path, folds: int) -> list[Path]:

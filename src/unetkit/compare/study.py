@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unetkit._io import write_json_atomic
-from unetkit.compare.options import DEFAULT_SHIFTS, MIN_BUDGET_S, MIN_STEPS, CompareOptions
+from unetkit.compare.options import DEFAULT_SHIFTS, DONE_MARKER, MIN_BUDGET_S, MIN_STEPS, CompareOptions
 from unetkit.config import Plan, apply_overrides
 from unetkit.runtime.run import encoder_name
 
 if TYPE_CHECKING:
     from unetkit.data.options import DataConfig
-
-DONE_MARKER = "compare_done.json"
-
 
 def check_request(options: CompareOptions) -> None:
     """Refuse what can be refused without reading the data: names, TTA levels, the budget, the folds.
