@@ -105,14 +105,23 @@ def score_variants(plans: Sequence[Plan], runs: dict[str, Path], options: Compar
 def scoring_key(run: Path, images: Sequence[str], options: CompareOptions) -> dict[str, Any] | None:
     """What a variant's scores depend on: its finished training (the run's marker), the held-out images, the TTA
     levels, shifts, tolerance and device. None when the run has no readable marker (nothing to key on)."""
-    from unetkit.untrusted import UntrustedFileError, load_json_limited
-
-    try:
-        trained = load_json_limited(run / DONE_MARKER, what="compare run marker", max_bytes=1 << 20)
-    except (UntrustedFileError, OSError, ValueError):
+    trained = read_done_marker(run)
+    if trained is None:
         return None
     return {"trained": trained, "images": list(images), "tta": list(options.tta), "shifts": list(options.shifts),
             "tolerance": options.tolerance, "device": options.device}  # fmt: skip
+
+
+def read_done_marker(run: Path) -> dict[str, Any] | None:
+    """The run's :data:`~unetkit.compare.options.DONE_MARKER` (its plan and training summary); None when the
+    run has none or it is damaged (the run is then trained again)."""
+    from unetkit.untrusted import UntrustedFileError, load_json_limited
+
+    try:
+        done = load_json_limited(run / DONE_MARKER, what="compare run marker", max_bytes=1 << 20)
+    except (UntrustedFileError, OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
 
 
 def _cached_rows(run: Path, key: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]] | None:

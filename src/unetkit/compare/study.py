@@ -131,16 +131,10 @@ def train_variants(plans: Sequence[Plan], out: Path, *, device: str) -> dict[str
 
 def finished_run(run_dir: Path, plan: Plan) -> bool:
     """Whether ``run_dir`` holds a finished compare run of exactly ``plan``."""
-    from unetkit.untrusted import UntrustedFileError, load_json_limited
+    from unetkit.compare.scoring import read_done_marker
 
-    marker = run_dir / DONE_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        done = load_json_limited(marker, what="compare run marker", max_bytes=1 << 20)
-    except (UntrustedFileError, OSError, ValueError):
-        return False
-    same = isinstance(done, dict) and json.dumps(done.get("plan"), sort_keys=True) == json.dumps(
+    done = read_done_marker(run_dir)
+    same = done is not None and json.dumps(done.get("plan"), sort_keys=True) == json.dumps(
         plan.to_dict(), sort_keys=True)  # fmt: skip
     return bool(same)
 
